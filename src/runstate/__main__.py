@@ -1,0 +1,3 @@
+from runstate.cli import main
+
+main()

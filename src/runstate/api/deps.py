@@ -1,0 +1,92 @@
+"""Request dependencies, as `Annotated` aliases: `SessionDep`, `CurrentUser`, `AdminUser`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runstate.api.envelope import ApiError
+from runstate.api.state import ApiState
+from runstate.auth.tokens import InvalidToken
+from runstate.storage.tables import User
+
+RATE_LIMIT_WINDOW_SECONDS = 60
+UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.runstate
+    return state
+
+
+StateDep = Annotated[ApiState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def get_current_user(
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(401, "missing bearer token", UNAUTHENTICATED)
+    try:
+        user_id = state.tokens.user_id(credentials.credentials)
+    except InvalidToken:
+        raise ApiError(401, "invalid or expired token", UNAUTHENTICATED) from None
+    # The role is read from the database, not the token: a demotion or a deletion takes
+    # effect at once rather than when the token expires.
+    user = await session.get(User, user_id)
+    if user is None:
+        raise ApiError(401, "invalid or expired token", UNAUTHENTICATED)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin(user: CurrentUser) -> User:
+    if user.role != "ADMIN":
+        raise ApiError(403, "this needs the ADMIN role")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin)]
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn has already replaced this with X-Forwarded-For when the peer is a trusted
+    # proxy (FORWARDED_ALLOW_IPS), so a client cannot pick its own bucket.
+    return request.client.host if request.client else "unknown"
+
+
+def account_key(email: str) -> str:
+    """A rate-limit key for an account that keeps the e-mail itself out of Redis."""
+    return hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+async def enforce_rate_limits(state: ApiState, *buckets: tuple[str, int]) -> None:
+    """Count one attempt in every (key, limit-per-minute) bucket; 429 when any is full."""
+    retry_after = 0
+    for key, limit in buckets:
+        decision = await state.limiter.hit(
+            key, limit=limit, window_seconds=RATE_LIMIT_WINDOW_SECONDS
+        )
+        if not decision.allowed:
+            retry_after = max(retry_after, decision.retry_after)
+    if retry_after:
+        raise ApiError(429, "too many attempts; try again later", {"Retry-After": str(retry_after)})

@@ -1,0 +1,33 @@
+"""User administration (ADMIN only)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import delete, select
+
+from runstate.api.deps import AdminUser, SessionDep
+from runstate.api.envelope import ApiError, Envelope, ok
+from runstate.api.schemas import Deleted, UserPublic
+from runstate.storage.tables import User
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/users", response_model=Envelope[list[UserPublic]])
+async def list_users(_: AdminUser, session: SessionDep) -> dict[str, Any]:
+    users = await session.scalars(select(User).order_by(User.created_at, User.id))
+    return ok([UserPublic.model_validate(user) for user in users])
+
+
+@router.delete("/users/{user_id}", response_model=Envelope[Deleted])
+async def delete_user(user_id: uuid.UUID, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    if user_id == admin.id:
+        raise ApiError(409, "an admin cannot delete their own account")
+    result = await session.execute(delete(User).where(User.id == user_id))
+    if getattr(result, "rowcount", 0) == 0:
+        raise ApiError(404, "no such user")
+    await session.commit()
+    return ok(Deleted(id=user_id), "user deleted with their monitors, channels and tokens")

@@ -1,0 +1,251 @@
+"""Monitors ("websites") and their history: checks, response times, incidents, alerts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runstate.api.deps import CurrentUser, SessionDep, StateDep
+from runstate.api.envelope import ApiError, Envelope, invalid, ok
+from runstate.api.schemas import (
+    NULLABLE_WEBSITE_FIELDS,
+    CheckPublic,
+    ChecksPublic,
+    Deleted,
+    IncidentPublic,
+    IncidentsPublic,
+    NotificationPublic,
+    NotificationsPublic,
+    ResponseTimePoint,
+    ResponseTimesPublic,
+    WebsiteCreate,
+    WebsiteDetail,
+    WebsitePublic,
+    WebsitesPublic,
+    WebsiteUpdate,
+)
+from runstate.api.state import ApiState
+from runstate.netguard import TargetNotAllowed, check_url_target
+from runstate.storage.tables import Incident, NotificationLog, User, Website, WebsiteCheck
+
+router = APIRouter(prefix="/websites", tags=["websites"])
+
+DUPLICATE_URL = "you already monitor this URL"
+
+
+async def owned_website(session: AsyncSession, website_id: uuid.UUID, user: User) -> Website:
+    """The monitor, when ``user`` owns it or is an ADMIN: 404 when unknown, 403 otherwise."""
+    website = await session.get(Website, website_id)
+    if website is None:
+        raise ApiError(404, "no such website")
+    if website.user_id != user.id and user.role != "ADMIN":
+        raise ApiError(403, "this website belongs to another account")
+    return website
+
+
+async def _check_target(state: ApiState, url: str) -> None:
+    try:
+        await check_url_target(url, allow_private=state.settings.ALLOW_PRIVATE_TARGETS)
+    except TargetNotAllowed as exc:
+        raise invalid("url", str(exc)) from None
+
+
+def _check_timing(state: ApiState, interval_seconds: int, timeout_ms: int) -> None:
+    minimum = state.settings.MIN_CHECK_INTERVAL_SECONDS
+    if interval_seconds < minimum:
+        raise invalid(
+            "interval_seconds",
+            f"must be at least {minimum} (MIN_CHECK_INTERVAL_SECONDS)",
+        )
+    if timeout_ms > interval_seconds * 1000:
+        raise invalid("timeout_ms", "must not exceed interval_seconds")
+
+
+async def _ensure_url_free(
+    session: AsyncSession, owner_id: uuid.UUID, url: str, except_id: uuid.UUID | None = None
+) -> None:
+    query = select(Website.id).where(Website.user_id == owner_id, Website.url == url)
+    if except_id is not None:
+        query = query.where(Website.id != except_id)
+    if await session.scalar(query) is not None:
+        raise ApiError(409, DUPLICATE_URL)
+
+
+async def _commit_or_conflict(session: AsyncSession) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise ApiError(409, DUPLICATE_URL) from None
+
+
+@router.post("", status_code=201, response_model=Envelope[WebsitePublic])
+async def create_website(
+    body: WebsiteCreate, user: CurrentUser, state: StateDep, session: SessionDep
+) -> dict[str, Any]:
+    _check_timing(state, body.interval_seconds, body.timeout_ms)
+    await _check_target(state, body.url)
+    await _ensure_url_free(session, user.id, body.url)
+    website = Website(user_id=user.id, **body.model_dump())
+    session.add(website)
+    await _commit_or_conflict(session)
+    return ok(WebsitePublic.model_validate(website))
+
+
+@router.get("", response_model=Envelope[WebsitesPublic])
+async def list_websites(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    query = select(Website).order_by(Website.time_added, Website.id).offset(offset).limit(limit)
+    if user.role != "ADMIN":
+        query = query.where(Website.user_id == user.id)
+    websites = await session.scalars(query)
+    return ok(WebsitesPublic(websites=[WebsitePublic.model_validate(w) for w in websites]))
+
+
+@router.get("/{website_id}", response_model=Envelope[WebsiteDetail])
+async def get_website(
+    website_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    active = await session.scalar(
+        select(Incident).where(Incident.website_id == website.id, Incident.is_active)
+    )
+    detail = WebsiteDetail.model_validate(website)
+    detail.active_incident = IncidentPublic.model_validate(active) if active else None
+    return ok(detail)
+
+
+@router.patch("/{website_id}", response_model=Envelope[WebsitePublic])
+async def update_website(
+    website_id: uuid.UUID,
+    body: WebsiteUpdate,
+    user: CurrentUser,
+    state: StateDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    changes = body.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if value is None and field not in NULLABLE_WEBSITE_FIELDS:
+            raise invalid(field, "must not be null")
+    _check_timing(
+        state,
+        changes.get("interval_seconds", website.interval_seconds),
+        changes.get("timeout_ms", website.timeout_ms),
+    )
+    if "url" in changes and changes["url"] != website.url:
+        await _check_target(state, changes["url"])
+        await _ensure_url_free(session, website.user_id, changes["url"], except_id=website.id)
+    for field, value in changes.items():
+        setattr(website, field, value)
+    await _commit_or_conflict(session)
+    return ok(WebsitePublic.model_validate(website))
+
+
+@router.delete("/{website_id}", response_model=Envelope[Deleted])
+async def delete_website(
+    website_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    await session.delete(website)
+    await session.commit()
+    return ok(Deleted(id=website_id), "website deleted")
+
+
+@router.get("/{website_id}/checks", response_model=Envelope[ChecksPublic])
+async def list_checks(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    checks = await session.scalars(
+        select(WebsiteCheck)
+        .where(WebsiteCheck.website_id == website.id)
+        .order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc())
+        .limit(limit)
+    )
+    return ok(ChecksPublic(checks=[CheckPublic.model_validate(c) for c in checks]))
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
+
+
+@router.get("/{website_id}/response-times", response_model=Envelope[ResponseTimesPublic])
+async def list_response_times(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The newest ``limit`` checks within [since, until], returned oldest first for charting."""
+    website = await owned_website(session, website_id, user)
+    query: Select[WebsiteCheck] = select(WebsiteCheck).where(WebsiteCheck.website_id == website.id)
+    if (start := _as_utc(since)) is not None:
+        query = query.where(WebsiteCheck.created_at >= start)
+    if (end := _as_utc(until)) is not None:
+        query = query.where(WebsiteCheck.created_at <= end)
+    newest = await session.scalars(
+        query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc()).limit(limit)
+    )
+    points = [
+        ResponseTimePoint(
+            timestamp=check.created_at,
+            response_time_ms=check.response_time_ms,
+            status=check.status,
+            region_id=check.region_id,
+        )
+        for check in reversed(list(newest))
+    ]
+    return ok(ResponseTimesPublic(points=points))
+
+
+@router.get("/{website_id}/incidents", response_model=Envelope[IncidentsPublic])
+async def list_incidents(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    incidents = await session.scalars(
+        select(Incident)
+        .where(Incident.website_id == website.id)
+        .order_by(Incident.started_at.desc())
+        .limit(limit)
+    )
+    return ok(IncidentsPublic(incidents=[IncidentPublic.model_validate(i) for i in incidents]))
+
+
+@router.get("/{website_id}/notifications", response_model=Envelope[NotificationsPublic])
+async def list_notifications(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    website = await owned_website(session, website_id, user)
+    logs = await session.scalars(
+        select(NotificationLog)
+        .where(NotificationLog.website_id == website.id)
+        .order_by(NotificationLog.created_at.desc())
+        .limit(limit)
+    )
+    return ok(
+        NotificationsPublic(notifications=[NotificationPublic.model_validate(n) for n in logs])
+    )

@@ -1,0 +1,232 @@
+"""One typed settings object, read from the environment (contract §2).
+
+Every value is validated when the process starts; a wrong one stops it with a single line
+that names the setting (see :func:`load_settings`). Secrets may be given as ``<NAME>_FILE``,
+the path of a file that holds the value, as container orchestrators mount them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+# Settings that may come from a file named by `<NAME>_FILE`.
+SECRET_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET",
+    "ADMIN_PASSWORD",
+    "SMTP_PASSWORD",
+)
+
+JWT_SECRET_MIN_LENGTH = 32
+JWT_SECRET_FILE_NAME = "jwt-secret"
+
+
+class AppEnv(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; ``str(error)`` is one line that names it."""
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads `<NAME>_FILE` for the secret settings; a directly set `<NAME>` still wins."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRET_SETTINGS:
+            path = os.environ.get(f"{name}_FILE")
+            if not path or os.environ.get(name):
+                continue
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+        return values
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        extra="ignore",
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    APP_ENV: AppEnv = AppEnv.DEV
+    DATABASE_URL: str | None = None
+    REDIS_URL: str | None = None
+    REDIS_ADDR: str | None = None
+    RUNSTATE_DATA_DIR: Path = Path(".runstate")
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=3001, ge=1, le=65_535)
+    LOG_LEVEL: str = "INFO"
+
+    JWT_SECRET: str | None = None
+    ACCESS_TOKEN_TTL_SECONDS: int = Field(default=900, ge=60, le=86_400)
+    REFRESH_TOKEN_TTL_SECONDS: int = Field(default=30 * 86_400, ge=3_600, le=365 * 86_400)
+
+    ADMIN_EMAIL: str | None = None
+    ADMIN_PASSWORD: str | None = None
+    SIGNUP_ENABLED: bool = True
+
+    # Authentication attempts (signin, signup, refresh) allowed per minute.
+    AUTH_RATE_LIMIT_PER_IP: int = Field(default=30, ge=1, le=1_000_000)
+    AUTH_RATE_LIMIT_PER_ACCOUNT: int = Field(default=10, ge=1, le=1_000_000)
+
+    MIN_CHECK_INTERVAL_SECONDS: int = Field(default=30, ge=1, le=86_400)
+    ALLOW_PRIVATE_TARGETS: bool = False
+
+    MONITORING_STREAM: str = "runstate:monitoring"
+    STATUS_CHANGE_STREAM: str = "runstate:status-change"
+    NOTIFICATION_STREAM: str = "runstate:notification"
+    MONITORING_GROUP: str = "monitoring-group"
+    STATUS_CHANGE_GROUP: str = "status-change-group"
+    NOTIFICATION_GROUP: str = "notification-group"
+    MONITORING_REGION_NAME: str = "local"
+
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65_535)
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: str | None = None
+    SMTP_FROM: str | None = None
+    SMTP_STARTTLS: bool = True
+
+    HEARTBEAT_INTERVAL_SECONDS: PositiveSeconds = 30.0
+    SHUTDOWN_TIMEOUT_SECONDS: PositiveSeconds = 10.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource)
+        return (init_settings, env_settings, _FileSecretsSource(settings_cls))
+
+    @field_validator("LOG_LEVEL")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _known_database_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from runstate.storage.urls import database_url_for_driver
+
+        database_url_for_driver(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _known_redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("REDIS_ADDR")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError("must be host:port, e.g. redis:6379")
+        return value
+
+    @field_validator("JWT_SECRET")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < JWT_SECRET_MIN_LENGTH:
+            raise ValueError(f"must be at least {JWT_SECRET_MIN_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_explicit_secret(self) -> Settings:
+        if self.APP_ENV is AppEnv.PRODUCTION and self.JWT_SECRET is None:
+            raise ValueError("JWT_SECRET: must be set when APP_ENV=production")
+        return self
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis to use: `REDIS_URL` wins over `REDIS_ADDR`; None when neither is set."""
+        if self.REDIS_URL:
+            return self.REDIS_URL
+        if self.REDIS_ADDR:
+            return f"redis://{self.REDIS_ADDR}/0"
+        return None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.RUNSTATE_DATA_DIR / "runstate.db"
+
+    @property
+    def database_url(self) -> str:
+        """`DATABASE_URL`, or the SQLite file in the data directory when it is unset."""
+        return self.DATABASE_URL or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.NOTIFICATION_STREAM}:dlq"
+
+    def jwt_secret(self) -> str:
+        """The key for access tokens: `JWT_SECRET`, or in dev one generated once and kept in
+        `RUNSTATE_DATA_DIR` so tokens survive restarts."""
+        if self.JWT_SECRET is not None:
+            return self.JWT_SECRET
+        if self.APP_ENV is AppEnv.PRODUCTION:  # pragma: no cover - refused by validation
+            raise SettingsError("JWT_SECRET: must be set when APP_ENV=production")
+        path = self.RUNSTATE_DATA_DIR / JWT_SECRET_FILE_NAME
+        try:
+            self.RUNSTATE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"RUNSTATE_DATA_DIR: cannot write {path}: {exc}") from exc
+        generated = secrets.token_urlsafe(48)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(generated)
+        return generated
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning the first validation error into one line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if name == "settings" and ":" in message:
+            raise SettingsError(message) from None
+        raise SettingsError(f"{name}: {message}") from None

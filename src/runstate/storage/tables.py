@@ -1,0 +1,229 @@
+"""The tables, shared by SQLite and PostgreSQL.
+
+Every index here serves a query the API or the pipeline runs; the comment beside it names
+the query. Times are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres gets a 64-bit identity.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database
+    keeps (SQLite has no time zones and hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime()}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # signin looks it up
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="USER")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RefreshToken(Base):
+    """One issued refresh token. Only its SHA-256 is kept; `family_id` ties together every
+    token descended from one sign-in, so the re-use of a rotated one can revoke them all."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)  # revoke a family
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # refresh looks it up
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "user_id"),)  # cascade on user deletion
+
+
+class Region(Base):
+    __tablename__ = "regions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Website(Base):
+    """A monitor: what to check, how often, and what it last looked like."""
+
+    __tablename__ = "websites"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    name: Mapped[str | None] = mapped_column(String(200))
+    interval_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    timeout_ms: Mapped[int] = mapped_column(Integer, default=10_000)
+    method: Mapped[str] = mapped_column(String(8), default="GET")
+    expected_status: Mapped[str] = mapped_column(String(64), default="200-399")
+    keyword: Mapped[str | None] = mapped_column(String(200))
+    confirmations: Mapped[int] = mapped_column(Integer, default=1)
+    recovery_confirmations: Mapped[int] = mapped_column(Integer, default=1)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_status: Mapped[str | None] = mapped_column(String(16))
+    last_checked_at: Mapped[datetime | None]
+    latest_response_time_ms: Mapped[int | None] = mapped_column(Integer)
+    # The time of the check that set current_status; a status change older than this is stale.
+    status_changed_at: Mapped[datetime | None]
+    time_added: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "url"),  # same URL twice for one user -> 409; list by owner
+        Index(None, "time_added"),  # the ADMIN's list of every monitor, oldest first
+        Index(None, "updated_at"),  # the scheduler's "what changed since" poll
+    )
+
+
+class WebsiteCheck(Base):
+    """One check result (a tick)."""
+
+    __tablename__ = "website_checks"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    website_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("websites.id", ondelete="CASCADE"))
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    response_time_ms: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # checks newest first, response times within [since, until]
+        Index(None, "website_id", "created_at"),
+    )
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    website_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("websites.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    cause: Mapped[str | None] = mapped_column(Text)
+    # The status-change events that opened and resolved it: a redelivered event is a no-op.
+    opened_by_event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    resolved_by_event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (
+        Index(None, "website_id", "started_at"),  # a monitor's incidents, newest first
+        # At most one active incident per monitor, whatever the workers race to do.
+        Index(
+            "uq_incidents_one_active_per_website",
+            "website_id",
+            unique=True,
+            sqlite_where=text("is_active"),
+            postgresql_where=text("is_active"),
+        ),
+    )
+
+
+class AlertChannel(Base):
+    __tablename__ = "alert_channels"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(2048))
+    notify_on: Mapped[str] = mapped_column(String(16), default="BOTH")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The webhook signing key. It must be readable to sign, so it cannot be hashed; the API
+    # shows it once, at creation, and never again.
+    secret: Mapped[str | None] = mapped_column(String(128))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "type", "target"),  # duplicates -> 409; list by owner
+    )
+
+
+class NotificationLog(Base):
+    """One alert delivery: a (incident, channel, event) is delivered at most once, which the
+    unique constraint guarantees even when two workers race."""
+
+    __tablename__ = "notification_logs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    website_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("websites.id", ondelete="CASCADE"))
+    channel_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("alert_channels.id", ondelete="SET NULL")
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(64))
+    delivery_status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("incident_id", "channel_id", "event"),
+        Index(None, "website_id", "created_at"),  # a monitor's notifications, newest first
+        Index(None, "channel_id"),  # SET NULL when a channel is deleted
+    )
