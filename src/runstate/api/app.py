@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -72,7 +71,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         title="runstate",
         version=__version__,
         summary="Uptime monitoring: monitors, checks, incidents and alerts.",
-        default_response_class=ORJSONResponse,
         lifespan=_lifespan,
     )
     app.state.settings = settings

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,11 +44,9 @@ def invalid(field: str, problem: str) -> ApiError:
     return ApiError(422, f"{field}: {problem}")
 
 
-def error_response(
-    status: int, error: str, headers: dict[str, str] | None = None
-) -> ORJSONResponse:
+def error_response(status: int, error: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"success": False, "data": None, "error": error}
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 _LOCATION_PREFIXES = {"body", "query", "path", "header", "cookie"}
@@ -71,20 +69,20 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.error, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(IntegrityError)
-    async def _conflict(_: Request, exc: IntegrityError) -> ORJSONResponse:
+    async def _conflict(_: Request, exc: IntegrityError) -> JSONResponse:
         # Routes check the conflicts they expect; this catches a race with another request
         # (e.g. the owner deleted while a monitor was being added).
         return error_response(409, "the change conflicts with the current data; reload and retry")
@@ -92,12 +90,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
     @app.exception_handler(OSError)
-    async def _unavailable(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", extra={"path": request.url.path, "error": str(exc)})
         return error_response(503, "the database is unavailable; try again shortly")
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
         return error_response(500, "internal error")
 

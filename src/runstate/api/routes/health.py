@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 
@@ -31,7 +31,7 @@ async def _database_answers(state: StateDep) -> None:
 
 
 @router.get("/health/ready", responses={503: {"description": "a dependency does not answer"}})
-async def ready(state: StateDep) -> ORJSONResponse:
+async def ready(state: StateDep) -> JSONResponse:
     probes: dict[str, Awaitable[Any]] = {"database": _database_answers(state)}
     if state.redis is not None:
         probes["redis"] = state.redis.ping()
@@ -50,7 +50,7 @@ async def ready(state: StateDep) -> ORJSONResponse:
     }
     if not is_ready:
         body["error"] = "not ready: " + ", ".join(k for k, v in checks.items() if v != "ok")
-    return ORJSONResponse(body, status_code=200 if is_ready else 503)
+    return JSONResponse(body, status_code=200 if is_ready else 503)
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
