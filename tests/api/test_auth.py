@@ -93,7 +93,8 @@ def test_signin_pair_gives_access_to_me(api: ApiServer) -> None:
         me = client.get("/me")
     assert me.status_code == 200
     assert me.json()["data"]["id"] == user["id"]
-    assert refresh and refresh != access
+    assert refresh
+    assert refresh != access
 
 
 def _forge(
