@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -23,8 +23,6 @@ from runstate.settings import Settings
 from runstate.storage.db import create_engine, session_factory
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 
 async def _heartbeat(interval: float) -> None:
@@ -78,9 +76,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(app.state.metrics_registry))
 
-    api = APIRouter(prefix=API_PREFIX)
     for module in (auth, admin, websites, channels, health):
-        api.include_router(module.router)
-    app.include_router(api)
+        app.include_router(module.router)
     app.include_router(health.metrics_router)
     return app

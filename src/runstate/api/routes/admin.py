@@ -10,10 +10,11 @@ from sqlalchemy import delete, select
 
 from runstate.api.deps import AdminUser, SessionDep
 from runstate.api.envelope import ApiError, Envelope, ok
+from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import Deleted, UserPublic
 from runstate.storage.tables import User
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 
 
 @router.get("/users", response_model=Envelope[list[UserPublic]])

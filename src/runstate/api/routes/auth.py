@@ -20,6 +20,7 @@ from runstate.api.deps import (
     enforce_rate_limits,
 )
 from runstate.api.envelope import ApiError, Envelope, ok
+from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import (
     RefreshRequest,
     SigninRequest,
@@ -32,7 +33,7 @@ from runstate.auth.passwords import hash_password, verify_and_rehash
 from runstate.auth.tokens import new_refresh_token, refresh_token_hash
 from runstate.storage.tables import RefreshToken, User
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(prefix=API_PREFIX, tags=["auth"])
 
 BAD_CREDENTIALS = "invalid email or password"
 BAD_REFRESH_TOKEN = "invalid or expired refresh token"

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from runstate.api.deps import CurrentUser, SessionDep, StateDep
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
+from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import (
     ChannelCreate,
     ChannelCreated,
@@ -27,7 +28,7 @@ from runstate.netguard import TargetNotAllowed, check_url_target
 from runstate.settings import Settings
 from runstate.storage.tables import AlertChannel
 
-router = APIRouter(prefix="/channels", tags=["channels"])
+router = APIRouter(prefix=f"{API_PREFIX}/channels", tags=["channels"])
 
 DUPLICATE_CHANNEL = "you already have this channel"
 _url = TypeAdapter(HttpUrl)

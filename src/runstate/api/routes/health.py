@@ -12,8 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 
 from runstate.api.deps import StateDep
+from runstate.api.routes import API_PREFIX
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(prefix=API_PREFIX, tags=["operations"])
 metrics_router = APIRouter(tags=["operations"])
 
 READINESS_TIMEOUT_SECONDS = 2.0

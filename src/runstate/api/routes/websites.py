@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runstate.api.deps import CurrentUser, SessionDep, StateDep
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
+from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import (
     NULLABLE_WEBSITE_FIELDS,
     CheckPublic,
@@ -34,7 +35,7 @@ from runstate.api.state import ApiState
 from runstate.netguard import TargetNotAllowed, check_url_target
 from runstate.storage.tables import Incident, NotificationLog, User, Website, WebsiteCheck
 
-router = APIRouter(prefix="/websites", tags=["websites"])
+router = APIRouter(prefix=f"{API_PREFIX}/websites", tags=["websites"])
 
 DUPLICATE_URL = "you already monitor this URL"
 

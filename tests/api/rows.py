@@ -1,0 +1,142 @@
+"""Rows the monitoring pipeline would write, put straight into the API's database.
+
+The pipeline that records checks, incidents and alert deliveries does not exist yet; these
+helpers let the API tests read history the same way it will be written: as ORM rows in the
+same database the running API uses (``api.settings.database_url``). Each call opens its own
+engine and runs its own event loop, so it can be used from the synchronous tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runstate.storage.db import create_engine, session_factory
+from runstate.storage.tables import Base, Incident, NotificationLog, Region, Website, WebsiteCheck
+from tests.api.server import ApiServer
+
+T = TypeVar("T")
+
+
+def _run(api: ApiServer, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def main() -> T:
+        engine = create_engine(api.settings.database_url, pool_size=1)
+        try:
+            async with session_factory(engine)() as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def insert(api: ApiServer, *rows: Base) -> None:
+    """Insert ``rows`` in one transaction."""
+
+    async def work(session: AsyncSession) -> None:
+        session.add_all(rows)
+        await session.commit()
+
+    _run(api, work)
+
+
+def local_region_id(api: ApiServer) -> int:
+    """The id of the region the migration seeds, "local"."""
+
+    async def work(session: AsyncSession) -> int:
+        region_id = await session.scalar(select(Region.id).where(Region.name == "local"))
+        assert region_id is not None, "the migration did not seed the region 'local'"
+        return region_id
+
+    return _run(api, work)
+
+
+def count(api: ApiServer, table: type[Base], website_id: str | uuid.UUID) -> int:
+    """How many rows of ``table`` (any table with a website_id column) belong to a monitor."""
+    column = table.__table__.c.website_id  # type: ignore[attr-defined]
+
+    async def work(session: AsyncSession) -> int:
+        query = select(func.count()).select_from(table).where(column == uuid.UUID(str(website_id)))
+        return int(await session.scalar(query) or 0)
+
+    return _run(api, work)
+
+
+def set_website_state(api: ApiServer, website_id: str | uuid.UUID, **values: Any) -> None:
+    """Update columns of a monitor the way the monitoring worker does (current_status, …)."""
+
+    async def work(session: AsyncSession) -> None:
+        await session.execute(
+            update(Website).where(Website.id == uuid.UUID(str(website_id))).values(**values)
+        )
+        await session.commit()
+
+    _run(api, work)
+
+
+# --- row builders with the values a test does not care about filled in ---------------------
+
+
+def check(
+    website_id: str | uuid.UUID,
+    region_id: int,
+    created_at: datetime,
+    **values: Any,
+) -> WebsiteCheck:
+    fields: dict[str, Any] = {
+        "status": "up",
+        "response_time_ms": 120,
+        "status_code": 200,
+        "error": None,
+        **values,
+    }
+    return WebsiteCheck(
+        website_id=uuid.UUID(str(website_id)), region_id=region_id, created_at=created_at, **fields
+    )
+
+
+def incident(website_id: str | uuid.UUID, started_at: datetime, **values: Any) -> Incident:
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "resolved_at": None,
+        "is_active": True,
+        "cause": "connection refused",
+        "opened_by_event_id": uuid.uuid4().hex,
+        **values,
+    }
+    return Incident(website_id=uuid.UUID(str(website_id)), started_at=started_at, **fields)
+
+
+def notification(
+    website_id: str | uuid.UUID, incident_id: uuid.UUID, created_at: datetime, **values: Any
+) -> NotificationLog:
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "channel": "webhook",
+        "recipient": "https://hooks.example.org/runstate",
+        "event": "DOWN",
+        "event_id": uuid.uuid4().hex,
+        "delivery_status": "sent",
+        "attempts": 1,
+        "error": None,
+        "sent_at": created_at,
+        **values,
+    }
+    return NotificationLog(
+        website_id=uuid.UUID(str(website_id)),
+        incident_id=incident_id,
+        created_at=created_at,
+        **fields,
+    )
+
+
+def seconds_ago(seconds: float) -> datetime:
+    """A UTC moment in the past, to the whole second (as the API echoes it back)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now - timedelta(seconds=seconds)
