@@ -32,7 +32,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.MIN_CHECK_INTERVAL_SECONDS == 30
     assert settings.SIGNUP_ENABLED is True
     assert settings.ALLOW_PRIVATE_TARGETS is False
-    assert settings.RUNSTATE_DATA_DIR == Path(".runstate")
+    assert str(settings.RUNSTATE_DATA_DIR) == ".runstate"
     assert settings.MONITORING_STREAM == "runstate:monitoring"
     assert settings.STATUS_CHANGE_STREAM == "runstate:status-change"
     assert settings.NOTIFICATION_STREAM == "runstate:notification"
@@ -57,14 +57,14 @@ def test_without_database_url_the_sqlite_file_lives_in_the_data_directory(
 
 def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "8080")
-    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("HOST", "192.0.2.10")
     monkeypatch.setenv("SIGNUP_ENABLED", "false")
     monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
     monkeypatch.setenv("MIN_CHECK_INTERVAL_SECONDS", "5")
     monkeypatch.setenv("NOTIFICATION_STREAM", "acme:alerts")
     settings = load_settings()
     assert settings.PORT == 8080
-    assert settings.HOST == "0.0.0.0"
+    assert settings.HOST == "192.0.2.10"
     assert settings.SIGNUP_ENABLED is False
     assert settings.ALLOW_PRIVATE_TARGETS is True
     assert settings.MIN_CHECK_INTERVAL_SECONDS == 5

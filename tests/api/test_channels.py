@@ -131,7 +131,7 @@ def test_an_invalid_email_address_is_422_naming_target(api: ApiServer, target: s
     "target",
     [
         f"ftp://{PUBLIC_HOST}/hook",
-        f"file:///etc/passwd",
+        "file:///etc/passwd",
         "javascript:alert(1)",
         "not a url",
         "https://",
