@@ -1,0 +1,322 @@
+"""The real `runstate` console script, run as the operator runs it: a subprocess with a clean
+environment, in its own working directory (contract §1 and §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from runstate.settings import SECRET_SETTINGS, Settings
+from tests.api.server import PASSWORD, postgres_database
+
+RUNSTATE = Path(sys.executable).parent / "runstate"
+# Every setting the process reads (a superset of contract §2) and the `_FILE` variants.
+SETTING_NAMES = set(Settings.model_fields) | {f"{name}_FILE" for name in SECRET_SETTINGS}
+CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/x"
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "seed"  # the admin seed is exempt from the password policy
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The test runner's environment without any runstate setting, plus ``values``."""
+    env = {key: value for key, value in os.environ.items() if key not in SETTING_NAMES}
+    env["NO_COLOR"] = "1"
+    env.update(values)
+    return env
+
+
+def runstate(
+    *args: str, cwd: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RUNSTATE), *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], prefix: str) -> str:
+    """The process failed with exactly one stderr line starting with ``prefix``."""
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(prefix), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def command_names(help_text: str) -> set[str]:
+    """The first word of every line of a help screen (box-drawing characters removed)."""
+    return {line.strip("│ ").split(" ")[0] for line in help_text.splitlines()}
+
+
+def _fetch(url: str, query: str) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(url)
+        try:
+            return list(await connection.fetch(query))
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+def test_help_lists_one_command_per_process(tmp_path: Path) -> None:
+    result = runstate("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {"up", "api", "scheduler", "worker", "migrate"} <= command_names(result.stdout)
+
+
+def test_worker_help_lists_the_three_workers(tmp_path: Path) -> None:
+    result = runstate("worker", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {"monitoring", "status-change", "notification"} <= command_names(result.stdout)
+
+
+# --- migrate ------------------------------------------------------------------------------
+
+
+def test_migrate_on_sqlite_is_idempotent_and_seeds_the_admin_once(tmp_path: Path) -> None:
+    database = tmp_path / "x.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    first = runstate("migrate", cwd=tmp_path, **env)
+    assert first.returncode == 0, first.stderr
+    second = runstate("migrate", cwd=tmp_path, **env)
+    assert second.returncode == 0, second.stderr
+
+    with sqlite3.connect(database) as connection:
+        admins = connection.execute("SELECT email, role FROM users").fetchall()
+        versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        regions = connection.execute("SELECT name FROM regions").fetchall()
+    assert admins == [(ADMIN_EMAIL, "ADMIN")]
+    assert len(versions) == 1
+    assert regions == [("local",)]
+
+
+def test_migrate_on_postgres_is_idempotent(postgres_admin_url: str, tmp_path: Path) -> None:
+    with postgres_database(postgres_admin_url) as url:
+        for _ in range(2):
+            result = runstate("migrate", cwd=tmp_path, DATABASE_URL=url)
+            assert result.returncode == 0, result.stderr
+        assert len(_fetch(url, "SELECT version_num FROM alembic_version")) == 1
+        assert [row["name"] for row in _fetch(url, "SELECT name FROM regions")] == ["local"]
+
+
+def test_two_concurrent_migrations_of_a_fresh_postgres_database_both_succeed(
+    postgres_admin_url: str, tmp_path: Path
+) -> None:
+    with postgres_database(postgres_admin_url) as url:
+        env = clean_env(DATABASE_URL=url, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=ADMIN_PASSWORD)
+        processes = [
+            subprocess.Popen(
+                [str(RUNSTATE), "migrate"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        try:
+            outcomes = [process.communicate(timeout=60) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        for process, (_, stderr) in zip(processes, outcomes, strict=True):
+            assert process.returncode == 0, stderr
+        assert len(_fetch(url, "SELECT version_num FROM alembic_version")) == 1
+        assert [row["name"] for row in _fetch(url, "SELECT name FROM regions")] == ["local"]
+        admins = _fetch(url, "SELECT email, role FROM users")
+        assert [(row["email"], row["role"]) for row in admins] == [(ADMIN_EMAIL, "ADMIN")]
+
+
+# --- failing fast with one line -----------------------------------------------------------
+
+
+def test_api_without_database_url_exits_2_naming_database_url(tmp_path: Path) -> None:
+    result = runstate("api", cwd=tmp_path, timeout=15)
+    assert result.returncode == 2
+    assert_one_line_error(result, "runstate: DATABASE_URL:")
+
+
+@pytest.mark.parametrize("command", ["api", "migrate"])
+def test_an_unreachable_database_stops_the_process_with_one_line_naming_database_url(
+    tmp_path: Path, command: str
+) -> None:
+    started = time.monotonic()
+    result = runstate(command, cwd=tmp_path, timeout=15, DATABASE_URL=CLOSED_PORT_URL)
+    assert time.monotonic() - started < 15
+    assert result.returncode != 0
+    assert_one_line_error(result, "runstate: DATABASE_URL:")
+
+
+def test_api_on_an_unmigrated_database_says_to_run_migrate(
+    postgres_admin_url: str, tmp_path: Path
+) -> None:
+    with postgres_database(postgres_admin_url) as url:
+        result = runstate("api", cwd=tmp_path, timeout=30, DATABASE_URL=url)
+    assert result.returncode != 0
+    line = assert_one_line_error(result, "runstate:")
+    assert "runstate migrate" in line
+
+
+def test_up_in_production_without_jwt_secret_exits_2_naming_jwt_secret(tmp_path: Path) -> None:
+    result = runstate("up", cwd=tmp_path, timeout=15, APP_ENV="production")
+    assert result.returncode == 2
+    assert_one_line_error(result, "runstate: JWT_SECRET")
+
+
+def test_up_with_a_port_that_is_not_a_number_exits_2_naming_port(tmp_path: Path) -> None:
+    result = runstate("up", cwd=tmp_path, timeout=15, PORT="abc")
+    assert result.returncode == 2
+    assert_one_line_error(result, "runstate: PORT:")
+
+
+# --- runstate up --------------------------------------------------------------------------
+
+
+@dataclass
+class RunningUp:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    stdout: Path
+    stderr: Path
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (the test fails when it takes more than 15 s)."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+    def log_lines(self) -> list[str]:
+        text = self.stdout.read_text() + self.stderr.read_text()
+        return [line for line in text.splitlines() if line.strip()]
+
+
+@contextmanager
+def running_up(cwd: Path, name: str) -> Iterator[RunningUp]:
+    """`runstate up` in ``cwd`` on a free port, once `/api/v1/health` answers 200."""
+    port = free_port()
+    stdout, stderr = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [str(RUNSTATE), "up"], cwd=cwd, env=clean_env(PORT=str(port)), stdout=out, stderr=err
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, "runstate up did not answer within 30 s"
+            try:
+                if httpx.get(f"{base_url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield RunningUp(process, base_url, stdout, stderr)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_up_serves_the_api_on_its_own_sqlite_file_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    with running_up(tmp_path, "up") as up:
+        health = httpx.get(f"{up.base_url}/api/v1/health", timeout=10)
+        assert health.status_code == 200
+        assert (tmp_path / ".runstate" / "runstate.db").is_file()
+        secret = tmp_path / ".runstate" / "jwt-secret"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert len(secret.read_text().strip()) >= 32
+        exit_code = up.stop()
+        lines = up.log_lines()
+    assert lines, "runstate up logged nothing"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    assert exit_code == 0
+
+
+def test_tokens_issued_before_a_restart_of_up_still_work_after_it(tmp_path: Path) -> None:
+    email = f"restart-{uuid.uuid4().hex[:10]}@example.com"
+    with running_up(tmp_path, "first") as first:
+        with httpx.Client(base_url=f"{first.base_url}/api/v1", timeout=30) as client:
+            signup = client.post("/signup", json={"email": email, "password": PASSWORD})
+            assert signup.status_code == 201, signup.text
+            signin = client.post("/signin", json={"email": email, "password": PASSWORD})
+            assert signin.status_code == 200, signin.text
+        first.stop()
+    tokens = signin.json()["data"]
+
+    with running_up(tmp_path, "second") as second:
+        with httpx.Client(base_url=f"{second.base_url}/api/v1", timeout=30) as client:
+            me = client.get("/me", headers={"authorization": f"Bearer {tokens['access_token']}"})
+            refreshed = client.post(
+                "/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+            )
+        second.stop()
+    assert me.status_code == 200, me.text
+    assert me.json()["data"]["email"] == email
+    assert refreshed.status_code == 200, refreshed.text
+
+
+# --- not in this release ------------------------------------------------------------------
+# The pipeline commands gain behaviour later; delete this test then.
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scheduler"],
+        ["worker", "monitoring"],
+        ["worker", "status-change"],
+        ["worker", "notification"],
+    ],
+)
+def test_pipeline_commands_say_they_are_not_in_this_release(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = runstate(*command, cwd=tmp_path, timeout=15)
+    assert result.returncode == 2
+    assert_one_line_error(result, "runstate:")
