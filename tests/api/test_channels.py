@@ -41,6 +41,12 @@ def _channels(api: ApiServer, token: str) -> list[dict[str, Any]]:
     return channels
 
 
+@pytest.fixture(scope="module")
+def rejected_token(api: ApiServer) -> str:
+    """One account for the tests that only send invalid channels: it must stay without any."""
+    return api.new_user()[1]
+
+
 def test_a_webhook_channel_shows_its_standard_webhooks_secret_at_creation(api: ApiServer) -> None:
     _, token, _ = api.new_user()
     target = _hook_url()
@@ -119,12 +125,14 @@ def test_an_email_channel_with_a_valid_address_has_no_secret(api: ApiServer) -> 
 
 
 @pytest.mark.parametrize("target", ["not-an-address", "two@@example.com", "user@", "@example.com"])
-def test_an_invalid_email_address_is_422_naming_target(api: ApiServer, target: str) -> None:
-    _, token, _ = api.new_user()
-    answer = _create(api, token, type="email", target=target)
+def test_an_invalid_email_address_is_422_naming_target(
+    api: ApiServer, rejected_token: str, target: str
+) -> None:
+    answer = _create(api, rejected_token, type="email", target=target)
     assert answer.status_code == 422
     assert answer.json()["success"] is False
     assert answer.json()["error"].startswith("target:")
+    assert _channels(api, rejected_token) == []
 
 
 @pytest.mark.parametrize(
@@ -139,14 +147,13 @@ def test_an_invalid_email_address_is_422_naming_target(api: ApiServer, target: s
     ],
 )
 def test_a_webhook_target_that_is_not_an_http_url_is_422_naming_target(
-    api: ApiServer, target: str
+    api: ApiServer, rejected_token: str, target: str
 ) -> None:
-    _, token, _ = api.new_user()
-    answer = _create(api, token, type="webhook", target=target)
+    answer = _create(api, rejected_token, type="webhook", target=target)
     assert answer.status_code == 422, answer.text
     assert answer.json()["success"] is False
     assert answer.json()["error"].startswith("target:")
-    assert _channels(api, token) == []
+    assert _channels(api, rejected_token) == []
 
 
 @pytest.mark.parametrize(
@@ -163,13 +170,13 @@ def test_a_webhook_target_that_is_not_an_http_url_is_422_naming_target(
     ],
 )
 def test_a_bad_type_or_notify_on_is_422_naming_the_field(
-    api: ApiServer, body: dict[str, Any], field: str
+    api: ApiServer, rejected_token: str, body: dict[str, Any], field: str
 ) -> None:
-    _, token, _ = api.new_user()
-    answer = _create(api, token, **body)
+    answer = _create(api, rejected_token, **body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["success"] is False
     assert answer.json()["error"].startswith(f"{field}:")
+    assert _channels(api, rejected_token) == []
 
 
 @pytest.mark.parametrize("kind", ["webhook", "email"])

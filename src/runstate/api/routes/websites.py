@@ -148,6 +148,7 @@ async def update_website(
         await _ensure_url_free(session, website.user_id, changes["url"], except_id=website.id)
     for field, value in changes.items():
         setattr(website, field, value)
+    website.updated_at = datetime.now(UTC)
     await _commit_or_conflict(session)
     return ok(WebsitePublic.model_validate(website))
 
@@ -179,10 +180,15 @@ async def list_checks(
     return ok(ChecksPublic(checks=[CheckPublic.model_validate(c) for c in checks]))
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
+def _as_utc(field: str, moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(field, "is outside the range of representable times") from None
 
 
 @router.get("/{website_id}/response-times", response_model=Envelope[ResponseTimesPublic])
@@ -197,9 +203,9 @@ async def list_response_times(
     """The newest ``limit`` checks within [since, until], returned oldest first for charting."""
     website = await owned_website(session, website_id, user)
     query: Select[WebsiteCheck] = select(WebsiteCheck).where(WebsiteCheck.website_id == website.id)
-    if (start := _as_utc(since)) is not None:
+    if (start := _as_utc("since", since)) is not None:
         query = query.where(WebsiteCheck.created_at >= start)
-    if (end := _as_utc(until)) is not None:
+    if (end := _as_utc("until", until)) is not None:
         query = query.where(WebsiteCheck.created_at <= end)
     newest = await session.scalars(
         query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc()).limit(limit)

@@ -1,0 +1,171 @@
+"""Webhook channel: a signed JSON POST per contract §5, per the Standard Webhooks specification.
+
+Every connection goes through the SSRF guard (:func:`runstate.netguard.guarded_connector`), so
+a target that resolves to a private address is refused at connect time unless
+ALLOW_PRIVATE_TARGETS. Redirects are never followed: a receiver that moved must be updated by
+its owner, and following would let a public target bounce us to a private one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Self
+
+import aiohttp
+import orjson
+
+from runstate import __version__
+from runstate.channels.base import Delivery, DeliveryError, render_payload
+from runstate.netguard import TargetNotAllowed, guarded_connector, is_blocked_error
+
+if TYPE_CHECKING:
+    from runstate.channels.base import Channel
+    from runstate.settings import Settings
+
+USER_AGENT = f"runstate-webhooks/{__version__}"
+SECRET_PREFIX = "whsec_"
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_TRANSIENT_4XX = frozenset({408, 429})
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key a ``whsec_<base64>`` secret stands for; ValueError if it is malformed."""
+    try:
+        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the channel's signing secret is not whsec_<base64>") from None
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for exactly these body bytes."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date); None if
+    absent or unreadable. A date in the past gives 0."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_for_status(status: int, reason: str | None, headers: Mapping[str, str]) -> DeliveryError:
+    """The DeliveryError for a non-2xx response: 410 disables the channel, 408, 429 and 5xx
+    are retried (honouring Retry-After on 429 and 503), every other status is permanent."""
+    label = f"HTTP {status} {reason or ''}".strip()[:120]
+    if status == 410:
+        return DeliveryError(f"{label}: the receiver is gone", permanent=True, disable_channel=True)
+    if 300 <= status < 400:
+        where = headers.get("Location", "")[:200]
+        return DeliveryError(f"{label}: redirects are not followed (to {where!r})", permanent=True)
+    if status in _TRANSIENT_4XX or status >= 500:
+        retry_after = None
+        if status in _RETRY_AFTER_STATUSES:
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+        return DeliveryError(label, retry_after=retry_after)
+    return DeliveryError(label, permanent=True)
+
+
+class WebhookChannel:
+    """POSTs each alert to its target URL, signed with the channel's secret."""
+
+    kind = "webhook"
+
+    def __init__(
+        self, *, allow_private: bool, timeout_seconds: float = 10.0, max_connections: int = 100
+    ) -> None:
+        self._allow_private = allow_private
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            allow_private=settings.ALLOW_PRIVATE_TARGETS,
+            timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+        )
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use: the guarded connector needs a running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=guarded_connector(
+                    allow_private=self._allow_private, limit=self._max_connections
+                ),
+                timeout=self._timeout,
+                headers={"user-agent": USER_AGENT},
+                trust_env=False,  # a proxy would defeat the guard
+            )
+        return self._session
+
+    async def deliver(self, delivery: Delivery) -> None:
+        if not delivery.secret:
+            raise DeliveryError("the webhook channel has no signing secret", permanent=True)
+        try:
+            key = signing_key(delivery.secret)
+        except ValueError as exc:
+            raise DeliveryError(str(exc), permanent=True) from None
+        body = orjson.dumps(render_payload(delivery))
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(key, delivery.message_id, timestamp, body),
+        }
+        try:
+            async with self._client().post(
+                delivery.target, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                if 200 <= response.status < 300:
+                    return
+                raise error_for_status(response.status, response.reason, response.headers)
+        except DeliveryError:
+            raise
+        except TimeoutError:
+            raise DeliveryError(f"no response within {self._timeout.total:g} seconds") from None
+        except aiohttp.InvalidURL as exc:
+            raise DeliveryError(f"invalid webhook URL: {exc}", permanent=True) from None
+        except aiohttp.ClientError as exc:
+            if is_blocked_error(exc):
+                raise DeliveryError(_blocked_message(exc), permanent=True) from None
+            raise DeliveryError(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _blocked_message(exc: BaseException) -> str:
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, TargetNotAllowed):
+            return str(current)  # names ALLOW_PRIVATE_TARGETS
+        current = current.__cause__
+    return "the webhook target is not a public address; set ALLOW_PRIVATE_TARGETS=true to allow it"
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_channel(channel: WebhookChannel) -> Channel:
+        return channel
