@@ -301,23 +301,45 @@ def test_tokens_issued_before_a_restart_of_up_still_work_after_it(tmp_path: Path
     assert refreshed.status_code == 200, refreshed.text
 
 
-# --- not in this release ------------------------------------------------------------------
-# The pipeline commands gain behaviour later; delete this test then.
+# --- the pipeline processes ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["scheduler"],
-        ["worker", "monitoring"],
-        ["worker", "status-change"],
-        ["worker", "notification"],
-    ],
-    ids=" ".join,
-)
-def test_pipeline_commands_say_they_are_not_in_this_release(
+PIPELINE_COMMANDS = [
+    ["scheduler"],
+    ["worker", "monitoring"],
+    ["worker", "status-change"],
+    ["worker", "notification"],
+]
+
+
+@pytest.mark.parametrize("command", PIPELINE_COMMANDS, ids=" ".join)
+def test_a_pipeline_process_without_database_url_exits_2_naming_it(
     tmp_path: Path, command: list[str]
 ) -> None:
-    result = runstate(*command, cwd=tmp_path, timeout=15)
+    result = runstate(*command, cwd=tmp_path, timeout=15, REDIS_URL="redis://127.0.0.1:6379/15")
     assert result.returncode == 2
-    assert_one_line_error(result, "runstate:")
+    assert_one_line_error(result, "runstate: DATABASE_URL:")
+
+
+@pytest.mark.parametrize("command", PIPELINE_COMMANDS, ids=" ".join)
+def test_a_pipeline_process_without_redis_exits_2_naming_redis_url(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = runstate(*command, cwd=tmp_path, timeout=15, DATABASE_URL="postgresql://x@h/db")
+    assert result.returncode == 2
+    assert_one_line_error(result, "runstate: REDIS_URL:")
+
+
+def test_a_pipeline_process_with_unreachable_redis_fails_fast_naming_redis_url(
+    tmp_path: Path,
+) -> None:
+    result = runstate(
+        "worker",
+        "monitoring",
+        cwd=tmp_path,
+        timeout=30,
+        DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres",
+        REDIS_URL="redis://127.0.0.1:1/0",
+    )
+    assert result.returncode == 1
+    assert_one_line_error(result, "runstate: REDIS_URL: cannot reach Redis")

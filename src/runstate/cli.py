@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Coroutine
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-import uvicorn
+from prometheus_client import CollectorRegistry
 
 from runstate.settings import Settings, SettingsError, load_settings
 from runstate.storage.urls import redacted
+
+if TYPE_CHECKING:
+    from runstate.processes import Pipeline
+    from runstate.runtime import Component
 
 app = typer.Typer(
     help="runstate: uptime monitoring. Each sub-command runs one process of the system.",
@@ -76,35 +80,117 @@ async def _prepare_database(settings: Settings, *, migrate: bool) -> None:
         await engine.dispose()
 
 
-async def _serve_api(settings: Settings) -> None:
-    from runstate.api.app import create_app
+async def _check_redis(settings: Settings) -> None:
+    """Fail fast, with one line naming the setting, when Redis does not answer."""
+    from redis.asyncio import Redis
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.HOST,
-        port=settings.PORT,
-        loop="none",  # already running on uvloop
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.SHUTDOWN_TIMEOUT_SECONDS),
-    )
-    log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
-    await uvicorn.Server(config).serve()
+    url = settings.redis_url
+    assert url is not None
+    client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    setting = "REDIS_URL" if settings.REDIS_URL else "REDIS_ADDR"
+    try:
+        await client.ping()
+    except Exception as exc:
+        fail(f"{setting}: cannot reach Redis at {redacted(url)}: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        await client.aclose()
+
+
+def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
+    if settings.METRICS_PORT == 0:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.METRICS_PORT, addr=settings.HOST, registry=registry)
+    except OSError as exc:  # e.g. several workers on one host: metrics are not worth dying for
+        log.warning(
+            "metrics port unavailable; set METRICS_PORT to a free port or 0",
+            extra={"port": settings.METRICS_PORT, "error": str(exc)},
+        )
+        return
+    log.info("metrics listening", extra={"host": settings.HOST, "port": settings.METRICS_PORT})
+
+
+async def _run_pipeline_part(settings: Settings, process: str, parts: list[str]) -> None:
+    """One process of the distributed system: the named parts of the pipeline, its
+    heartbeat and its metrics port."""
+    from runstate.processes import Pipeline
+    from runstate.runtime import run_components
+
+    await _check_redis(settings)
+    await _prepare_database(settings, migrate=False)
+    registry = CollectorRegistry()
+    _serve_metrics(settings, registry)
+    pipeline = Pipeline.open(settings, registry)
+    try:
+        components = _pipeline_components(pipeline, parts)
+        components["watch"] = pipeline.watch(process)
+        log.info("starting", extra={"parts": parts})
+        await run_components(components)
+    finally:
+        await pipeline.aclose()
+
+
+def _pipeline_components(pipeline: Pipeline, parts: list[str]) -> dict[str, Component]:
+    components: dict[str, Component] = {}
+    if "scheduler" in parts:
+        components["scheduler"] = pipeline.scheduler()
+    if "monitoring" in parts:
+        components["monitoring"] = pipeline.monitoring_worker()
+    if "status-change" in parts:
+        components["status-change"] = pipeline.status_change_worker()
+    if "notification" in parts:
+        components.update(pipeline.notification_worker())
+    return components
+
+
+def _needs_services(settings: Settings, command: str) -> None:
+    if settings.DATABASE_URL is None:
+        fail(f"DATABASE_URL: must be set for `runstate {command}` (`runstate up` needs none)")
+    if settings.redis_url is None and command != "api":
+        fail(f"REDIS_URL: must be set (or REDIS_ADDR) for `runstate {command}`")
 
 
 @app.command()
 def up() -> None:
-    """Everything in one process, on a SQLite file in RUNSTATE_DATA_DIR unless DATABASE_URL
-    is set. Migrates its database by itself."""
+    """Everything in one process: the API, the scheduler and the three workers. Uses a SQLite
+    file in RUNSTATE_DATA_DIR and an in-process queue unless DATABASE_URL / REDIS_URL are
+    set. Migrates its database by itself."""
     settings = _settings("up")
     settings.jwt_secret()  # generate and keep it now, not on the first request
 
     async def main() -> None:
-        await _prepare_database(settings, migrate=True)
-        await _serve_api(settings)
+        from runstate.api.app import create_app
+        from runstate.processes import Pipeline
+        from runstate.runtime import api_component, run_components
 
-    log.info("starting", extra={"database": redacted(settings.database_url)})
+        if settings.redis_url is not None:
+            await _check_redis(settings)
+        await _prepare_database(settings, migrate=True)
+        registry = CollectorRegistry()
+        pipeline = Pipeline.open(settings, registry)
+        try:
+            components = _pipeline_components(pipeline, ALL_PARTS)
+            components["api"] = api_component(
+                create_app(settings, registry),
+                settings.HOST,
+                settings.PORT,
+                settings.SHUTDOWN_TIMEOUT_SECONDS,
+            )
+            components["watch"] = pipeline.watch("up")
+            log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
+            await run_components(components)
+        finally:
+            await pipeline.aclose()
+
+    log.info(
+        "starting",
+        extra={
+            "database": redacted(settings.database_url),
+            "queue": "redis" if settings.redis_url else "in-process",
+        },
+    )
     _run(main())
 
 
@@ -112,12 +198,20 @@ def up() -> None:
 def api() -> None:
     """The HTTP API. Needs DATABASE_URL, migrated with `runstate migrate`."""
     settings = _settings("api")
-    if settings.DATABASE_URL is None:
-        fail("DATABASE_URL: must be set for `runstate api` (`runstate up` needs none)")
+    _needs_services(settings, "api")
 
     async def main() -> None:
+        from runstate.api.app import create_app
+        from runstate.runtime import api_component, run_components
+
+        if settings.redis_url is not None:
+            await _check_redis(settings)
         await _prepare_database(settings, migrate=False)
-        await _serve_api(settings)
+        serve = api_component(
+            create_app(settings), settings.HOST, settings.PORT, settings.SHUTDOWN_TIMEOUT_SECONDS
+        )
+        log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
+        await run_components({"api": serve})
 
     _run(main())
 
@@ -132,34 +226,40 @@ def migrate() -> None:
     log.info("database migrated", extra={"database": redacted(settings.database_url)})
 
 
-PIPELINE_NOT_YET = (
-    "the monitoring pipeline (scheduler and workers) is not in this release yet; "
-    "`runstate up` and `runstate api` serve the API"
-)
+ALL_PARTS = ["scheduler", "monitoring", "status-change", "notification"]
 
 
 @app.command()
 def scheduler() -> None:
-    """The monitoring pusher: enqueues due checks into MONITORING_STREAM."""
-    fail(PIPELINE_NOT_YET)
+    """The monitoring pusher: enqueues due checks into MONITORING_STREAM. Run two for
+    failover: one holds the lease and works, the other stands by."""
+    settings = _settings("scheduler")
+    _needs_services(settings, "scheduler")
+    _run(_run_pipeline_part(settings, "scheduler", ["scheduler"]))
 
 
 @worker_app.command("monitoring")
 def worker_monitoring() -> None:
     """Runs checks, records results, detects status changes."""
-    fail(PIPELINE_NOT_YET)
+    settings = _settings("worker-monitoring")
+    _needs_services(settings, "worker monitoring")
+    _run(_run_pipeline_part(settings, "worker-monitoring", ["monitoring"]))
 
 
 @worker_app.command("status-change")
 def worker_status_change() -> None:
     """Turns status changes into incidents and forwards them to notifications."""
-    fail(PIPELINE_NOT_YET)
+    settings = _settings("worker-status-change")
+    _needs_services(settings, "worker status-change")
+    _run(_run_pipeline_part(settings, "worker-status-change", ["status-change"]))
 
 
 @worker_app.command("notification")
 def worker_notification() -> None:
     """Delivers alerts (e-mail, webhook) with retries and a dead-letter stream."""
-    fail(PIPELINE_NOT_YET)
+    settings = _settings("worker-notification")
+    _needs_services(settings, "worker notification")
+    _run(_run_pipeline_part(settings, "worker-notification", ["notification"]))
 
 
 def main() -> None:

@@ -115,6 +115,31 @@ class Settings(BaseSettings):
 
     HEARTBEAT_INTERVAL_SECONDS: PositiveSeconds = 30.0
     SHUTDOWN_TIMEOUT_SECONDS: PositiveSeconds = 10.0
+    # Port of a worker's or scheduler's own /metrics; 0 turns it off. (The API and
+    # `runstate up` expose theirs on the API port.)
+    METRICS_PORT: int = Field(default=9100, ge=0, le=65_535)
+
+    # The consume loop shared by the workers.
+    CONSUMER_BATCH_SIZE: int = Field(default=100, ge=1, le=10_000)
+    RECLAIM_IDLE_SECONDS: PositiveSeconds = 30.0
+    MAX_DELIVERIES: int = Field(default=5, ge=1, le=1_000)
+    MONITORING_CONCURRENCY: int = Field(default=500, ge=1, le=100_000)
+    STATUS_CHANGE_CONCURRENCY: int = Field(default=16, ge=1, le=10_000)
+    NOTIFICATION_CONCURRENCY: int = Field(default=32, ge=1, le=10_000)
+    CHECK_MAX_CONNECTIONS: int = Field(default=1000, ge=1, le=100_000)
+
+    # The scheduler.
+    MONITORING_STREAM_MAXLEN: int = Field(default=1_000_000, ge=1_000, le=1_000_000_000)
+    SCHEDULER_LEASE_SECONDS: PositiveSeconds = 10.0
+    SCHEDULER_POLL_SECONDS: PositiveSeconds = 2.0
+
+    # Alert delivery.
+    NOTIFY_MAX_ATTEMPTS: int = Field(default=5, ge=1, le=100)
+    NOTIFY_RETRY_BASE_SECONDS: PositiveSeconds = 2.0
+    NOTIFY_RETRY_MAX_SECONDS: PositiveSeconds = 300.0
+    WEBHOOK_TIMEOUT_SECONDS: PositiveSeconds = 10.0
+    ALERT_FLAP_WINDOW_SECONDS: PositiveSeconds = 600.0
+    ALERT_FLAP_MAX: int = Field(default=5, ge=1, le=10_000)
 
     @classmethod
     def settings_customise_sources(

@@ -59,7 +59,7 @@ def local_region_id(api: ApiServer) -> int:
 
 def count(api: ApiServer, table: type[Base], website_id: str | uuid.UUID) -> int:
     """How many rows of ``table`` (any table with a website_id column) belong to a monitor."""
-    column = table.__table__.c.website_id  # type: ignore[attr-defined]
+    column = table.__table__.c.website_id
 
     async def work(session: AsyncSession) -> int:
         query = select(func.count()).select_from(table).where(column == uuid.UUID(str(website_id)))

@@ -7,3 +7,30 @@ named here so that an operator can find, inspect or clear it.
 # Fixed-window counters of the authentication rate limiter. Each key holds one counter
 # and expires with its window, so nothing accumulates.
 RATE_LIMIT_PREFIX = "runstate:ratelimit:"
+
+# Per-monitor status state of the monitoring workers: a hash per monitor. It expires when a
+# monitor has not been checked for MONITOR_STATE_TTL_SECONDS (deleted monitors clean up by
+# themselves); a missing state is rebuilt from the database.
+MONITOR_STATE_PREFIX = "runstate:monitor-state:"
+MONITOR_STATE_TTL_SECONDS = 8 * 86_400  # longer than the longest check interval (7 days)
+
+# Monitors with a check enqueued or running: one hash, website id -> time marked (ms).
+PENDING_CHECKS = "runstate:pending-checks"
+
+# Leases (the active scheduler): a plain key holding the holder's name, with a TTL.
+LEASE_PREFIX = "runstate:lease:"
+
+# Liveness of each consumer: a key per process, refreshed by its heartbeat, with a TTL.
+HEARTBEAT_PREFIX = "runstate:heartbeat:"
+
+
+def monitor_state_key(website_id: str) -> str:
+    return f"{MONITOR_STATE_PREFIX}{website_id}"
+
+
+def lease_key(name: str) -> str:
+    return f"{LEASE_PREFIX}{name}"
+
+
+def heartbeat_key(process: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{process}"

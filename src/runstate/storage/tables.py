@@ -125,7 +125,9 @@ class Website(Base):
     # The time of the check that set current_status; a status change older than this is stale.
     status_changed_at: Mapped[datetime | None]
     time_added: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When the configuration last changed (set by the API, not by the pipeline's status
+    # updates): the scheduler polls it to pick up new, changed and paused monitors.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         UniqueConstraint("user_id", "url"),  # same URL twice for one user -> 409; list by owner

@@ -1,0 +1,298 @@
+"""The one consume loop every worker shares.
+
+It reads its stream through a consumer group in batches, hands each batch to the worker's
+handler with bounded concurrency, and acknowledges an entry only after the handler says its
+effects are durable. It also:
+
+- reclaims entries left pending by a consumer that died (idle longer than `reclaim_idle`),
+  while keeping its own slow entries claimed (`touch`) so nobody steals live work;
+- sends an entry delivered more than `max_deliveries` times to the dead-letter stream, with
+  the reason, instead of failing on it forever;
+- survives the queue losing everything (the group is recreated) or being unreachable
+  (exponential backoff with jitter, no hot loop);
+- on stop, reads nothing more and gives in-flight work `shutdown_timeout` to finish; what
+  does not finish stays pending and is reclaimed by another consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from enum import Enum
+
+from runstate.queue.base import Entry, GroupMissing, QueueUnavailable, StreamQueue
+from runstate.runtime import sleep_unless_stopped
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(Enum):
+    DONE = "done"  # effects are durable: acknowledge
+    RETRY = "retry"  # leave pending: delivered again after `reclaim_idle`
+    DEAD = "dead"  # cannot ever succeed: dead-letter, then acknowledge
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    reason: str | None = None
+
+
+DONE = Outcome(Verdict.DONE)
+
+BatchHandler = Callable[[Sequence[Entry]], Awaitable[dict[str, Outcome]]]
+EntryHandler = Callable[[Entry], Awaitable[None]]
+
+
+class PermanentFailure(Exception):
+    """Raised by an entry handler for an entry that no retry can fix (malformed, refers to
+    nothing); the entry is dead-lettered with this message as the reason."""
+
+
+def each_entry(handle: EntryHandler, concurrency: int) -> BatchHandler:
+    """A batch handler that runs ``handle`` for every entry, at most ``concurrency`` at once,
+    judging each on its own: one failing entry does not hold back the others."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def judge(entry: Entry) -> Outcome:
+        async with slots:
+            try:
+                await handle(entry)
+            except PermanentFailure as exc:
+                return Outcome(Verdict.DEAD, str(exc))
+            except Exception as exc:
+                log.warning(
+                    "entry failed; it will be retried",
+                    extra={"entry_id": entry.id, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                return Outcome(Verdict.RETRY, str(exc))
+            return DONE
+
+    async def handle_batch(entries: Sequence[Entry]) -> dict[str, Outcome]:
+        outcomes = await asyncio.gather(*(judge(entry) for entry in entries))
+        return {entry.id: outcome for entry, outcome in zip(entries, outcomes, strict=True)}
+
+    return handle_batch
+
+
+def consumer_name(kind: str) -> str:
+    """Unique per process, readable in XINFO CONSUMERS: kind, host, pid and a random tag."""
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class ConsumerOptions:
+    batch_size: int = 100
+    max_batches_in_flight: int = 4
+    block_ms: int = 1000
+    reclaim_idle_seconds: float = 30.0
+    max_deliveries: int = 5
+    shutdown_timeout_seconds: float = 10.0
+    trim_every_seconds: float = 10.0
+
+
+@dataclass
+class ConsumerCounters:
+    handled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    outages: int = 0
+
+
+@dataclass
+class Consumer:
+    queue: StreamQueue
+    stream: str
+    group: str
+    name: str
+    handler: BatchHandler
+    dead_letter_stream: str
+    options: ConsumerOptions = field(default_factory=ConsumerOptions)
+    counters: ConsumerCounters = field(default_factory=ConsumerCounters)
+    on_dead_letter: Callable[[Entry, str], None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain in-flight work (bounded) and return."""
+        slots = asyncio.Semaphore(self.options.max_batches_in_flight)
+        in_flight: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        next_reclaim = next_trim = 0.0
+        backoff = _Backoff()
+        await self._ensure_group(stop, backoff)
+        while not stop.is_set():
+            await slots.acquire()
+            try:
+                now = loop.time()
+                entries: list[Entry] = []
+                if now >= next_reclaim:
+                    entries = await self._reclaim()
+                    next_reclaim = now + self.options.reclaim_idle_seconds / 2
+                if not entries:
+                    entries = await self.queue.read(
+                        self.stream,
+                        self.group,
+                        self.name,
+                        count=self.options.batch_size,
+                        block_ms=self.options.block_ms,
+                    )
+                if now >= next_trim:
+                    await self.queue.trim_acknowledged(self.stream)
+                    next_trim = now + self.options.trim_every_seconds
+                backoff.reset()
+            except GroupMissing:
+                slots.release()
+                log.warning("consumer group missing; recreating it", extra=self._where())
+                await self._ensure_group(stop, backoff)
+                continue
+            except QueueUnavailable as exc:
+                slots.release()
+                await self._wait_out_outage(stop, backoff, exc)
+                continue
+            if not entries:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._process(entries, slots))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await self._drain(in_flight)
+
+    async def _ensure_group(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+        while not stop.is_set():
+            try:
+                await self.queue.ensure_group(self.stream, self.group)
+                return
+            except QueueUnavailable as exc:
+                await self._wait_out_outage(stop, backoff, exc)
+
+    async def _wait_out_outage(
+        self, stop: asyncio.Event, backoff: _Backoff, exc: Exception
+    ) -> None:
+        delay = backoff.next()
+        if backoff.attempts == 1:
+            self.counters.outages += 1
+        log.warning(
+            "queue unavailable; backing off",
+            extra={**self._where(), "delay_s": round(delay, 2), "error": str(exc)},
+        )
+        await sleep_unless_stopped(stop, delay)
+
+    async def _reclaim(self) -> list[Entry]:
+        entries = await self.queue.reclaim(
+            self.stream,
+            self.group,
+            self.name,
+            min_idle_ms=int(self.options.reclaim_idle_seconds * 1000),
+            count=self.options.batch_size,
+        )
+        if entries:
+            self.counters.reclaimed += len(entries)
+            log.info("reclaimed idle entries", extra={**self._where(), "count": len(entries)})
+        return entries
+
+    async def _process(self, entries: list[Entry], slots: asyncio.Semaphore) -> None:
+        try:
+            worn_out = [e for e in entries if e.deliveries > self.options.max_deliveries]
+            live = [e for e in entries if e.deliveries <= self.options.max_deliveries]
+            outcomes = {
+                e.id: Outcome(Verdict.DEAD, f"delivered {e.deliveries} times without success")
+                for e in worn_out
+            }
+            if live:
+                outcomes.update(await self._handle_keeping_claim(live))
+            await self._settle(entries, outcomes)
+        except (QueueUnavailable, GroupMissing) as exc:
+            # Not acknowledged: the entries stay pending and are handled again later.
+            log.warning("could not settle a batch", extra={**self._where(), "error": str(exc)})
+        finally:
+            slots.release()
+
+    async def _handle_keeping_claim(self, entries: list[Entry]) -> dict[str, Outcome]:
+        keeper = asyncio.create_task(self._keep_claim([e.id for e in entries]))
+        try:
+            return await self.handler(entries)
+        except Exception as exc:
+            log.exception("batch handler failed; entries will be retried", extra=self._where())
+            return {e.id: Outcome(Verdict.RETRY, str(exc)) for e in entries}
+        finally:
+            keeper.cancel()
+
+    async def _keep_claim(self, ids: list[str]) -> None:
+        period = self.options.reclaim_idle_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            # A failed touch is not fatal: the next one, or the settle, will find out.
+            with suppress(QueueUnavailable, GroupMissing):
+                await self.queue.touch(self.stream, self.group, self.name, ids)
+
+    async def _settle(self, entries: list[Entry], outcomes: dict[str, Outcome]) -> None:
+        dead = [e for e in entries if outcomes[e.id].verdict is Verdict.DEAD]
+        if dead:
+            await self.queue.publish(
+                self.dead_letter_stream,
+                [self._dead_letter(e, outcomes[e.id].reason or "") for e in dead],
+            )
+            for entry in dead:
+                log.warning(
+                    "entry dead-lettered",
+                    extra={
+                        **self._where(),
+                        "entry_id": entry.id,
+                        "reason": outcomes[entry.id].reason,
+                    },
+                )
+                if self.on_dead_letter is not None:
+                    self.on_dead_letter(entry, outcomes[entry.id].reason or "")
+        finished = [e.id for e in entries if outcomes[e.id].verdict is not Verdict.RETRY]
+        if finished:
+            await self.queue.ack(self.stream, self.group, finished)
+        self.counters.handled += sum(1 for o in outcomes.values() if o.verdict is Verdict.DONE)
+        self.counters.retried += sum(1 for o in outcomes.values() if o.verdict is Verdict.RETRY)
+        self.counters.dead_lettered += len(dead)
+
+    def _dead_letter(self, entry: Entry, reason: str) -> dict[str, str]:
+        return {
+            **entry.fields,
+            "dead_letter_reason": reason,
+            "dead_letter_stream": self.stream,
+            "dead_letter_entry_id": entry.id,
+            "dead_letter_deliveries": str(entry.deliveries),
+        }
+
+    async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
+        if not in_flight:
+            return
+        log.info("finishing in-flight work", extra={**self._where(), "batches": len(in_flight)})
+        _, unfinished = await asyncio.wait(in_flight, timeout=self.options.shutdown_timeout_seconds)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
+            log.warning(
+                "shutdown timeout: unfinished entries stay pending for another consumer",
+                extra={**self._where(), "batches": len(unfinished)},
+            )
+
+    def _where(self) -> dict[str, str]:
+        return {"stream": self.stream, "group": self.group, "consumer": self.name}
+
+
+class _Backoff:
+    """Exponential backoff with full jitter: 0.1 s doubling up to 10 s."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
+        self.base, self.cap, self.attempts = base, cap, 0
+
+    def next(self) -> float:
+        self.attempts += 1
+        return random.uniform(self.base, min(self.cap, self.base * 2**self.attempts))  # noqa: S311
+
+    def reset(self) -> None:
+        self.attempts = 0

@@ -1,0 +1,233 @@
+"""Stage 2 — check job -> result -> status change (worker-monitoring).
+
+For a batch of due checks: run them concurrently (bounded), write every result to the
+database in one transaction (COPY on PostgreSQL), then apply each result to its monitor's
+state; a result that confirms a change emits the status-change event in the same atomic step
+(`MonitorStates.apply`). The batch is acknowledged only after all of that: a crash at any
+point leaves the entries pending, and they are checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Uuid, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from runstate.checks.base import Check, CheckResult
+from runstate.consumer import DONE, Outcome, Verdict
+from runstate.domain.events import CheckJob, MalformedEntry, status_change_event_id
+from runstate.domain.status import MonitorState, Observation, Status
+from runstate.metrics import PipelineMetrics
+from runstate.queue.base import (
+    ApplyOutcome,
+    Entry,
+    MonitorStates,
+    ObservedCheck,
+    PendingChecks,
+)
+from runstate.storage.tables import UtcDateTime, Website
+
+log = logging.getLogger(__name__)
+
+CHECK_COLUMNS = (
+    "website_id",
+    "region_id",
+    "status",
+    "response_time_ms",
+    "status_code",
+    "error",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedJob:
+    job: CheckJob
+    result: CheckResult
+    finished_at: datetime
+
+    @property
+    def at_ms(self) -> int:
+        return int(self.finished_at.timestamp() * 1000)
+
+
+@dataclass
+class MonitoringStage:
+    sessions: async_sessionmaker[AsyncSession]
+    states: MonitorStates
+    pending: PendingChecks
+    check: Check
+    region_id: int
+    status_change_stream: str
+    metrics: PipelineMetrics
+    concurrency: int = 500
+    _slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Shared by every batch in flight: the bound is on checks, not on batches.
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def handle_batch(self, entries: Sequence[Entry]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        jobs: dict[str, CheckJob] = {}
+        for entry in entries:
+            try:
+                jobs[entry.id] = CheckJob.from_fields(entry.fields)
+            except MalformedEntry as exc:
+                outcomes[entry.id] = Outcome(Verdict.DEAD, f"malformed check job: {exc}")
+        checked = await asyncio.gather(*(self._run(job) for job in jobs.values()))
+        await self._write_results(checked)
+        await self._apply_to_states(checked)
+        await self.pending.release([job.website_id for job in jobs.values()])
+        outcomes.update(dict.fromkeys(jobs, DONE))
+        return outcomes
+
+    async def _run(self, job: CheckJob) -> CheckedJob:
+        async with self._slots:
+            now = datetime.now(UTC)
+            lateness = (now - job.scheduled_at).total_seconds()
+            self.metrics.check_start_lateness.observe(max(lateness, 0.0))
+            started = time.perf_counter()
+            result = await self.check.run(job)
+            self.metrics.check_duration.observe(time.perf_counter() - started)
+        label = "up" if result.status is Status.UP else str(result.error_kind or "down")
+        self.metrics.checks.labels(label).inc()
+        return CheckedJob(job, result, datetime.now(UTC))
+
+    def _rows(self, checked: Sequence[CheckedJob]) -> list[dict[str, Any]]:
+        return [
+            {
+                "website_id": c.job.website_id,
+                "region_id": self.region_id,
+                "status": c.result.status.value,
+                "response_time_ms": c.result.response_time_ms,
+                "status_code": c.result.status_code,
+                "error": c.result.error,
+                "created_at": c.finished_at,
+            }
+            for c in checked
+        ]
+
+    async def _write_results(self, checked: Sequence[CheckedJob]) -> None:
+        """Insert the results of monitors that still exist and move each monitor's latest
+        check forward, in one transaction."""
+        if not checked:
+            return
+        rows = self._rows(checked)
+        async with self.sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                await _copy_results(session, rows)
+            else:
+                await _insert_results(session, rows)
+        self.metrics.check_results_written.inc(len(rows))
+
+    async def _apply_to_states(self, checked: Sequence[CheckedJob]) -> None:
+        observed = [self._observed(c) for c in checked]
+        outcomes = await self.states.apply(observed, status_change_stream=self.status_change_stream)
+        unseeded = [
+            o for o, out in zip(observed, outcomes, strict=True) if out is ApplyOutcome.NEEDS_SEED
+        ]
+        if unseeded:
+            await self._seed_from_database([o.website_id for o in unseeded])
+            outcomes += await self.states.apply(
+                unseeded, status_change_stream=self.status_change_stream
+            )
+        for obs, outcome in zip(observed + unseeded, outcomes, strict=True):
+            if outcome is ApplyOutcome.CHANGED:
+                self.metrics.status_changes.labels(obs.observation.status.value).inc()
+
+    def _observed(self, c: CheckedJob) -> ObservedCheck:
+        return ObservedCheck(
+            website_id=c.job.website_id,
+            observation=Observation(
+                status=c.result.status,
+                at_ms=c.at_ms,
+                confirmations=c.job.confirmations,
+                recovery_confirmations=c.job.recovery_confirmations,
+            ),
+            event_id=status_change_event_id(c.job.website_id, c.at_ms),
+            region_id=self.region_id,
+        )
+
+    async def _seed_from_database(self, website_ids: list[uuid.UUID]) -> None:
+        """Rebuild lost state from what the database shows: the confirmed status and the
+        time it was confirmed (older results are then stale, as they were before)."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Website.id, Website.current_status, Website.status_changed_at).where(
+                    Website.id.in_(website_ids)
+                )
+            )
+            known = {row.id: row for row in rows}
+        for website_id in website_ids:
+            row = known.get(website_id)
+            status = Status(row.current_status) if row and row.current_status else None
+            changed = row.status_changed_at if row else None
+            last_ms = int(changed.timestamp() * 1000) if changed else 0
+            await self.states.seed(website_id, MonitorState(status=status, last_applied_ms=last_ms))
+        log.info("monitor states rebuilt from the database", extra={"count": len(website_ids)})
+
+
+_UPDATE_LATEST = """
+UPDATE websites AS w SET
+    last_checked_at = s.created_at,
+    latest_response_time_ms = s.response_time_ms,
+    current_status = COALESCE(w.current_status, s.status)
+FROM check_staging AS s
+WHERE w.id = s.website_id AND (w.last_checked_at IS NULL OR w.last_checked_at < s.created_at)
+"""
+
+
+async def _copy_results(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    # COPY into a per-connection staging table, then move only the rows of monitors that
+    # still exist: a monitor deleted while its check ran must not fail the whole batch.
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS check_staging "
+        "(LIKE website_checks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await driver.copy_records_to_table(
+        "check_staging",
+        records=[tuple(row[c] for c in CHECK_COLUMNS) for row in rows],
+        columns=list(CHECK_COLUMNS),
+    )
+    columns = ", ".join(CHECK_COLUMNS)
+    await driver.execute(
+        f"INSERT INTO website_checks ({columns}) "  # noqa: S608 - fixed column names
+        f"SELECT {', '.join('s.' + c for c in CHECK_COLUMNS)} FROM check_staging s "
+        "JOIN websites w ON w.id = s.website_id"
+    )
+    await driver.execute(_UPDATE_LATEST)
+
+
+# Bound with the columns' own types, so values are stored exactly as the ORM stores them.
+_TYPED = (bindparam("website_id", type_=Uuid()), bindparam("created_at", type_=UtcDateTime()))
+_INSERT_IF_MONITOR_EXISTS = text(
+    "INSERT INTO website_checks (website_id, region_id, status, response_time_ms, status_code,"
+    " error, created_at) SELECT :website_id, :region_id, :status, :response_time_ms,"
+    " :status_code, :error, :created_at WHERE EXISTS (SELECT 1 FROM websites WHERE id ="
+    " :website_id)"
+).bindparams(*_TYPED)
+_MOVE_LATEST = text(
+    "UPDATE websites SET last_checked_at = :created_at,"
+    " latest_response_time_ms = :response_time_ms,"
+    " current_status = COALESCE(current_status, :status)"
+    " WHERE id = :website_id AND (last_checked_at IS NULL OR last_checked_at < :created_at)"
+).bindparams(*_TYPED)
+
+
+async def _insert_results(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    # Statements that write from the first one: SQLite takes its write lock at once instead
+    # of failing a read-then-write transaction that another writer overtook.
+    await session.execute(_INSERT_IF_MONITOR_EXISTS, rows)
+    await session.execute(_MOVE_LATEST, rows)

@@ -1,0 +1,210 @@
+"""Stage 1 — due monitors -> check jobs (the scheduler, the original's "monitoring pusher").
+
+Each active monitor is checked every `interval_seconds`, on a fixed grid whose phase is
+derived from its id: monitors spread evenly over their interval (no thundering herd), and a
+restarted or replacement scheduler keeps the same grid. A monitor whose previous check is
+still waiting or running is skipped (`PendingChecks`), so a slow target or a backlog never
+piles up work. Only the holder of the scheduler lease enqueues; a standby takes over when
+the lease lapses.
+
+Changes made through the API are picked up by polling: a cheap count and newest
+`updated_at` every `poll_seconds`, and the changed rows (or, when monitors were deleted, the
+list of ids) only when those moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from runstate.domain.events import CheckJob, time_from_ms
+from runstate.metrics import PipelineMetrics
+from runstate.queue.base import DueCheck, Lease, PendingChecks, QueueUnavailable, StreamQueue
+from runstate.runtime import sleep_unless_stopped
+from runstate.storage.tables import Website
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+TICK_SECONDS = 0.05
+# Clocks of API processes may differ a little: re-read rows changed shortly before the
+# newest change already seen (re-reading is harmless).
+CHANGE_MARGIN = timedelta(seconds=5)
+
+
+def phase_ms(website_id: uuid.UUID, interval_ms: int) -> int:
+    """Where in its interval a monitor's checks fall: stable, and uniform over monitors."""
+    return website_id.int % interval_ms
+
+
+def next_due_ms(website_id: uuid.UUID, interval_seconds: int, after_ms: int) -> int:
+    """The first grid point of this monitor strictly after ``after_ms``."""
+    interval_ms = interval_seconds * 1000
+    phase = phase_ms(website_id, interval_ms)
+    return after_ms + interval_ms - ((after_ms - phase) % interval_ms)
+
+
+@dataclass
+class _Plan:
+    job: CheckJob
+    due_ms: int
+
+
+@dataclass
+class SchedulerOptions:
+    stream: str
+    stream_maxlen: int
+    poll_seconds: float = 2.0
+    lease_seconds: float = 10.0
+    max_batch: int = 5000
+
+
+@dataclass
+class Scheduler:
+    sessions: async_sessionmaker[AsyncSession]
+    queue: StreamQueue
+    pending: PendingChecks
+    lease: Lease
+    holder: str
+    metrics: PipelineMetrics
+    options: SchedulerOptions
+    plans: dict[uuid.UUID, _Plan] = field(default_factory=dict)
+    _heap: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    _seen_count: int = -1
+    _known: set[uuid.UUID] = field(default_factory=set)
+    _seen_newest: datetime | None = None
+    is_active: bool = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_lease = next_poll = 0.0
+        while not stop.is_set():
+            now = loop.time()
+            if now >= next_lease:
+                await self._hold_lease()
+                next_lease = now + self.options.lease_seconds / 3
+            if self.is_active and now >= next_poll:
+                await self._refresh()
+                next_poll = now + self.options.poll_seconds
+            if self.is_active:
+                await self._enqueue_due()
+            await sleep_unless_stopped(stop, TICK_SECONDS)
+        if self.is_active:
+            await self.lease.release(LEASE_NAME, self.holder)
+
+    async def _hold_lease(self) -> None:
+        try:
+            held = await self.lease.acquire(
+                LEASE_NAME, self.holder, int(self.options.lease_seconds * 1000)
+            )
+        except QueueUnavailable as exc:
+            log.warning("cannot reach the lease; standing by", extra={"error": str(exc)})
+            held = False
+        if held != self.is_active:
+            log.info("scheduler %s", "active" if held else "standing by")
+            if held:  # a fresh start: whatever the last holder planned is re-read
+                self._seen_count, self._seen_newest = -1, None
+                self._known = set()
+        self.is_active = held
+        self.metrics.scheduler_active.set(1 if held else 0)
+
+    async def _refresh(self) -> None:
+        async with self.sessions() as session:
+            count, newest = (
+                await session.execute(select(func.count(), func.max(Website.updated_at)))
+            ).one()
+            if count == self._seen_count and newest == self._seen_newest:
+                return
+            query = select(Website)
+            if self._seen_newest is not None:
+                query = query.where(Website.updated_at >= self._seen_newest - CHANGE_MARGIN)
+            changed = list(await session.scalars(query))
+            self._known.update(website.id for website in changed)
+            if count != len(self._known):  # some were deleted: find which
+                self._known = set(await session.scalars(select(Website.id)))
+        gone = self._apply_changes(changed)
+        if gone:  # their marks would otherwise stay in the pending hash for good
+            await self.pending.release(gone)
+        self._seen_count, self._seen_newest = count, newest
+
+    def _apply_changes(self, changed: list[Website]) -> list[uuid.UUID]:
+        """Update the plans; returns the monitors that were deleted."""
+        now_ms = int(time.time() * 1000)
+        for website in changed:
+            if website.paused:
+                self.plans.pop(website.id, None)
+                continue
+            job = _job_for(website)
+            plan = self.plans.get(website.id)
+            if plan is not None and plan.job.interval_seconds == job.interval_seconds:
+                plan.job = job
+                continue
+            due = next_due_ms(website.id, job.interval_seconds, now_ms)
+            self.plans[website.id] = _Plan(job, due)
+            heapq.heappush(self._heap, (due, website.id))
+        gone = list(set(self.plans) - self._known)
+        for website_id in gone:
+            del self.plans[website_id]
+        return gone
+
+    async def _enqueue_due(self) -> None:
+        now_ms = int(time.time() * 1000)
+        due: list[tuple[CheckJob, int]] = []
+        while self._heap and self._heap[0][0] <= now_ms and len(due) < self.options.max_batch:
+            due_ms, website_id = heapq.heappop(self._heap)
+            plan = self.plans.get(website_id)
+            if plan is None or plan.due_ms != due_ms:
+                continue  # deleted, paused, or rescheduled since
+            due.append((plan.job, due_ms))
+            plan.due_ms = next_due_ms(website_id, plan.job.interval_seconds, now_ms)
+            heapq.heappush(self._heap, (plan.due_ms, website_id))
+        if due:
+            await self._publish(due, now_ms)
+
+    async def _publish(self, due: list[tuple[CheckJob, int]], now_ms: int) -> None:
+        marks = await self.pending.mark(
+            [DueCheck(job.website_id, _stale_after_ms(job)) for job, _ in due], now_ms=now_ms
+        )
+        ready = [item for item, marked in zip(due, marks, strict=True) if marked]
+        self.metrics.skipped_pending.inc(len(due) - len(ready))
+        for _, due_ms in ready:
+            self.metrics.lateness.observe(max(now_ms - due_ms, 0) / 1000)
+        if ready:
+            await self.queue.publish(
+                self.options.stream,
+                [
+                    replace(job, scheduled_at=time_from_ms(due_ms)).to_fields()
+                    for job, due_ms in ready
+                ],
+                maxlen=self.options.stream_maxlen,
+            )
+            self.metrics.enqueued.inc(len(ready))
+
+
+def _stale_after_ms(job: CheckJob) -> int:
+    # A mark is presumed lost (its worker died and the entry was dead-lettered, or the
+    # queue lost it) after several intervals; until then the check is still on its way.
+    return max(3 * job.interval_seconds * 1000, 5 * 60 * 1000)
+
+
+def _job_for(website: Website) -> CheckJob:
+    return CheckJob(
+        website_id=website.id,
+        url=website.url,
+        method=website.method,
+        timeout_ms=website.timeout_ms,
+        expected_status=website.expected_status,
+        keyword=website.keyword,
+        confirmations=website.confirmations,
+        recovery_confirmations=website.recovery_confirmations,
+        interval_seconds=website.interval_seconds,
+        scheduled_at=website.updated_at,  # replaced by the slot's time when enqueued
+    )

@@ -1,0 +1,227 @@
+"""The parts each process runs, assembled from settings: the scheduler and the three workers
+as separate processes (`runstate scheduler`, `runstate worker …`) or all together in one
+(`runstate up`). Each part is a `Component`: a coroutine that runs until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from runstate.channels.base import CHANNELS, Channel, load_channel_class
+from runstate.checks.http import HttpCheck
+from runstate.consumer import (
+    BatchHandler,
+    Consumer,
+    ConsumerOptions,
+    consumer_name,
+    each_entry,
+)
+from runstate.metrics import PipelineMetrics
+from runstate.pipeline.monitor import MonitoringStage
+from runstate.pipeline.notify import NotificationStage
+from runstate.pipeline.schedule import Scheduler, SchedulerOptions
+from runstate.pipeline.status_change import StatusChangeStage
+from runstate.queue import keys
+from runstate.queue.backend import QueueBackend, open_backend
+from runstate.runtime import Component, heartbeat, sleep_unless_stopped
+from runstate.settings import Settings
+from runstate.storage.db import create_engine, session_factory
+from runstate.storage.migrate import ensure_region
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    """What the pipeline's parts share within one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    backend: QueueBackend
+    registry: CollectorRegistry
+    metrics: PipelineMetrics
+    consumers: list[Consumer] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, registry: CollectorRegistry, backend: QueueBackend | None = None
+    ) -> Pipeline:
+        engine = create_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            backend=backend or open_backend(settings.redis_url),
+            registry=registry,
+            metrics=PipelineMetrics(registry),
+        )
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
+        await self.backend.aclose()
+        await self.engine.dispose()
+
+    def consumer(self, kind: str, stream: str, group: str, handler: BatchHandler) -> Consumer:
+        settings = self.settings
+        created = Consumer(
+            queue=self.backend.queue,
+            stream=stream,
+            group=group,
+            name=consumer_name(kind),
+            handler=handler,
+            dead_letter_stream=f"{stream}:dlq",
+            options=ConsumerOptions(
+                batch_size=settings.CONSUMER_BATCH_SIZE,
+                reclaim_idle_seconds=settings.RECLAIM_IDLE_SECONDS,
+                max_deliveries=settings.MAX_DELIVERIES,
+                shutdown_timeout_seconds=settings.SHUTDOWN_TIMEOUT_SECONDS,
+            ),
+            on_dead_letter=lambda _entry, _reason: self.metrics.dead_letters.labels(stream).inc(),
+        )
+        self.consumers.append(created)
+        return created
+
+    # --- the parts ---------------------------------------------------------------------
+
+    def scheduler(self) -> Component:
+        settings = self.settings
+        scheduler = Scheduler(
+            sessions=self.sessions,
+            queue=self.backend.queue,
+            pending=self.backend.pending,
+            lease=self.backend.lease,
+            holder=consumer_name("scheduler"),
+            metrics=self.metrics,
+            options=SchedulerOptions(
+                stream=settings.MONITORING_STREAM,
+                stream_maxlen=settings.MONITORING_STREAM_MAXLEN,
+                poll_seconds=settings.SCHEDULER_POLL_SECONDS,
+                lease_seconds=settings.SCHEDULER_LEASE_SECONDS,
+            ),
+        )
+        return scheduler.run
+
+    def monitoring_worker(self) -> Component:
+        settings = self.settings
+
+        async def run(stop: asyncio.Event) -> None:
+            region_id = await ensure_region(self.engine, settings.MONITORING_REGION_NAME)
+            check = HttpCheck(
+                allow_private=settings.ALLOW_PRIVATE_TARGETS,
+                max_connections=settings.CHECK_MAX_CONNECTIONS,
+            )
+            self.closers.append(check.aclose)
+            stage = MonitoringStage(
+                sessions=self.sessions,
+                states=self.backend.states,
+                pending=self.backend.pending,
+                check=check,
+                region_id=region_id,
+                status_change_stream=settings.STATUS_CHANGE_STREAM,
+                metrics=self.metrics,
+                concurrency=settings.MONITORING_CONCURRENCY,
+            )
+            consumer = self.consumer(
+                "monitoring",
+                settings.MONITORING_STREAM,
+                settings.MONITORING_GROUP,
+                stage.handle_batch,
+            )
+            consumer.options.max_batches_in_flight = max(
+                2, settings.MONITORING_CONCURRENCY // settings.CONSUMER_BATCH_SIZE + 1
+            )
+            await consumer.run(stop)
+
+        return run
+
+    def status_change_worker(self) -> Component:
+        settings = self.settings
+        stage = StatusChangeStage(
+            sessions=self.sessions,
+            queue=self.backend.queue,
+            notification_stream=settings.NOTIFICATION_STREAM,
+            metrics=self.metrics,
+        )
+        consumer = self.consumer(
+            "status-change",
+            settings.STATUS_CHANGE_STREAM,
+            settings.STATUS_CHANGE_GROUP,
+            each_entry(stage.handle, settings.STATUS_CHANGE_CONCURRENCY),
+        )
+        return consumer.run
+
+    def notification_worker(self) -> dict[str, Component]:
+        settings = self.settings
+        channels: dict[str, Channel] = {
+            kind: load_channel_class(kind).from_settings(settings) for kind in CHANNELS
+        }
+        self.closers.extend(channel.aclose for channel in channels.values())
+        stage = NotificationStage(
+            sessions=self.sessions,
+            queue=self.backend.queue,
+            channels=channels,
+            settings=settings,
+            metrics=self.metrics,
+        )
+        consumer = self.consumer(
+            "notification",
+            settings.NOTIFICATION_STREAM,
+            settings.NOTIFICATION_GROUP,
+            each_entry(stage.handle, settings.NOTIFICATION_CONCURRENCY),
+        )
+        # Dead letters of this stream are the alerts' own (written by the stage with the
+        # channel and reason); the consumer's go to the same `<stream>:dlq`.
+        return {"notification": consumer.run, "flapping-summaries": stage.send_due_summaries}
+
+    def watch(self, process: str) -> Component:
+        """Heartbeat log line and key, and the lag and pending gauges of every consumer."""
+
+        def describe() -> dict[str, object]:
+            return {
+                "component": process,
+                "consumers": {
+                    c.name: {
+                        "handled": c.counters.handled,
+                        "retried": c.counters.retried,
+                        "dead_lettered": c.counters.dead_lettered,
+                        "reclaimed": c.counters.reclaimed,
+                    }
+                    for c in self.consumers
+                },
+            }
+
+        async def run(stop: asyncio.Event) -> None:
+            interval = self.settings.HEARTBEAT_INTERVAL_SECONDS
+            gauges = asyncio.create_task(self._update_gauges(stop, process))
+            try:
+                await heartbeat(stop, interval, describe)
+            finally:
+                await gauges
+
+        return run
+
+    async def _update_gauges(self, stop: asyncio.Event, process: str) -> None:
+        interval = min(self.settings.HEARTBEAT_INTERVAL_SECONDS, 5.0)
+        while not await sleep_unless_stopped(stop, interval):
+            try:
+                for c in self.consumers:
+                    stats = await self.backend.queue.stats(c.stream, c.group)
+                    self.metrics.stream_lag.labels(c.stream, c.group).set(stats.lag)
+                    self.metrics.stream_pending.labels(c.stream, c.group).set(stats.pending)
+                if self.backend.redis is not None:
+                    await self.backend.redis.set(
+                        keys.heartbeat_key(process),
+                        str(int(time.time())),
+                        ex=int(self.settings.HEARTBEAT_INTERVAL_SECONDS * 3),
+                    )
+            except Exception as exc:  # gauges are best effort; the consumers report outages
+                log.debug("could not update stream gauges", extra={"error": str(exc)})
