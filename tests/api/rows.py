@@ -1,7 +1,6 @@
-"""Rows the monitoring pipeline would write, put straight into the API's database.
+"""Rows the monitoring pipeline writes, put straight into the API's database.
 
-The pipeline that records checks, incidents and alert deliveries does not exist yet; these
-helpers let the API tests read history the same way it will be written: as ORM rows in the
+These helpers let the API tests read history without running the pipeline: ORM rows in the
 same database the running API uses (``api.settings.database_url``). Each call opens its own
 engine and runs its own event loop, so it can be used from the synchronous tests.
 """
@@ -18,7 +17,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runstate.storage.db import create_engine, session_factory
-from runstate.storage.tables import Base, Incident, NotificationLog, Region, Website, WebsiteCheck
+from runstate.storage.tables import (
+    Base,
+    Incident,
+    NotificationLog,
+    Region,
+    User,
+    Website,
+    WebsiteCheck,
+)
 from tests.api.server import ApiServer
 
 T = TypeVar("T")
@@ -140,3 +147,22 @@ def seconds_ago(seconds: float) -> datetime:
     """A UTC moment in the past, to the whole second (as the API echoes it back)."""
     now = datetime.now(UTC).replace(microsecond=0)
     return now - timedelta(seconds=seconds)
+
+
+def password_hash(api: ApiServer, email: str) -> str:
+    async def work(session: AsyncSession) -> str:
+        stored = await session.scalar(select(User.password_hash).where(User.email == email))
+        assert stored is not None, f"no user {email}"
+        return stored
+
+    return _run(api, work)
+
+
+def set_password_hash(api: ApiServer, email: str, new_hash: str) -> None:
+    async def work(session: AsyncSession) -> None:
+        await session.execute(
+            update(User).where(User.email == email).values(password_hash=new_hash)
+        )
+        await session.commit()
+
+    _run(api, work)

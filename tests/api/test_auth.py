@@ -233,3 +233,33 @@ def test_unknown_refresh_token_is_401(api: ApiServer) -> None:
     with api.client() as client:
         answer = client.post("/auth/refresh", json={"refresh_token": "x" * 43})
     assert answer.status_code == 401
+
+
+def test_signin_rehashes_a_password_stored_with_weaker_parameters(api: ApiServer) -> None:
+    from argon2 import PasswordHasher
+
+    from runstate.auth.passwords import HASHER
+    from tests.api import rows
+
+    user, _, _ = api.new_user()
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    rows.set_password_hash(api, user["email"], weak)
+    with api.client() as client:
+        answer = client.post("/signin", json={"email": user["email"], "password": PASSWORD})
+    assert answer.status_code == 200
+    stored = rows.password_hash(api, user["email"])
+    assert stored != weak
+    assert not HASHER.check_needs_rehash(stored)
+    assert f"m={HASHER.memory_cost},t={HASHER.time_cost},p={HASHER.parallelism}" in stored
+
+
+def test_a_stored_hash_is_argon2id_at_owasp_parameters_or_stronger(api: ApiServer) -> None:
+    from tests.api import rows
+
+    user, _, _ = api.new_user()
+    stored = rows.password_hash(api, user["email"])
+    assert stored.startswith("$argon2id$")
+    params = dict(p.split("=") for p in stored.split("$")[3].split(","))
+    assert int(params["m"]) >= 19 * 1024
+    assert int(params["t"]) >= 2
+    assert int(params["p"]) >= 1
