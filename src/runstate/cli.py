@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,8 +23,12 @@ app = typer.Typer(
     help="runstate: uptime monitoring. Each sub-command runs one process of the system.",
     no_args_is_help=True,
     add_completion=False,
+    # An unexpected error is logged as one JSON line by `_run`, never drawn as a rich box.
+    pretty_exceptions_enable=False,
 )
-worker_app = typer.Typer(help="Run one pipeline worker.", no_args_is_help=True)
+worker_app = typer.Typer(
+    help="Run one pipeline worker.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(worker_app, name="worker")
 
 log = logging.getLogger("runstate")
@@ -49,9 +55,28 @@ def _settings(process: str) -> Settings:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run the process's main coroutine. An error that escapes it ends the process with
+    exit code 1 and a JSON log line (with the traceback): logs stay one object per line."""
     import uvloop
 
-    uvloop.run(coroutine)
+    from runstate.runtime import ComponentFailed
+
+    try:
+        uvloop.run(coroutine)
+    except typer.Exit:
+        raise
+    except ComponentFailed as exc:  # already logged with its traceback by run_components
+        log.critical("stopped: a component failed", extra={"component": exc.component})
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        log.critical(
+            "stopped by an unexpected error",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+            exc_info=True,
+        )
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
 
 
 async def _prepare_database(settings: Settings, *, migrate: bool) -> None:
@@ -94,6 +119,20 @@ async def _check_redis(settings: Settings) -> None:
         fail(f"{setting}: cannot reach Redis at {redacted(url)}: {exc}", EXIT_UNAVAILABLE)
     finally:
         await client.aclose()
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """Bind the API's address now; one line naming HOST or PORT when it cannot be had."""
+    from runstate.runtime import bind_api_socket
+
+    try:
+        return bind_api_socket(settings.HOST, settings.PORT)
+    except socket.gaierror as exc:
+        fail(f"HOST: cannot resolve {settings.HOST!r}: {exc.strerror}", EXIT_CONFIG)
+    except OSError as exc:
+        setting = "HOST" if exc.errno == errno.EADDRNOTAVAIL else "PORT"
+        where = f"{settings.HOST}:{settings.PORT}"
+        fail(f"{setting}: cannot listen on {where}: {exc.strerror or exc}", EXIT_UNAVAILABLE)
 
 
 def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
@@ -159,6 +198,7 @@ def up() -> None:
     set. Migrates its database by itself."""
     settings = _settings("up")
     settings.jwt_secret()  # generate and keep it now, not on the first request
+    sock = _listen(settings)
 
     async def main() -> None:
         from runstate.api.app import create_app
@@ -173,10 +213,7 @@ def up() -> None:
         try:
             components = _pipeline_components(pipeline, ALL_PARTS)
             components["api"] = api_component(
-                create_app(settings, registry),
-                settings.HOST,
-                settings.PORT,
-                settings.SHUTDOWN_TIMEOUT_SECONDS,
+                create_app(settings, registry), sock, settings.SHUTDOWN_TIMEOUT_SECONDS
             )
             components["watch"] = pipeline.watch("up")
             log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
@@ -199,6 +236,7 @@ def api() -> None:
     """The HTTP API. Needs DATABASE_URL, migrated with `runstate migrate`."""
     settings = _settings("api")
     _needs_services(settings, "api")
+    sock = _listen(settings)
 
     async def main() -> None:
         from runstate.api.app import create_app
@@ -207,9 +245,7 @@ def api() -> None:
         if settings.redis_url is not None:
             await _check_redis(settings)
         await _prepare_database(settings, migrate=False)
-        serve = api_component(
-            create_app(settings), settings.HOST, settings.PORT, settings.SHUTDOWN_TIMEOUT_SECONDS
-        )
+        serve = api_component(create_app(settings), sock, settings.SHUTDOWN_TIMEOUT_SECONDS)
         log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
         await run_components({"api": serve})
 

@@ -121,21 +121,37 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight work (bounded) and return."""
-        slots = asyncio.Semaphore(self.options.max_batches_in_flight)
         in_flight: set[asyncio.Task[None]] = set()
+        try:
+            await self._consume(stop, in_flight)
+            await self._drain(in_flight)
+        finally:
+            # Left only when run() itself was cancelled or failed: no handler outlives it (an
+            # orphaned one would go on using a queue client its owner is about to close).
+            leftover = [task for task in in_flight if not task.done()]
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                await asyncio.wait(leftover)
+
+    async def _consume(self, stop: asyncio.Event, in_flight: set[asyncio.Task[None]]) -> None:
+        slots = asyncio.Semaphore(self.options.max_batches_in_flight)
         loop = asyncio.get_running_loop()
         next_reclaim = next_trim = 0.0
         backoff = _Backoff()
         await self._ensure_group(stop, backoff)
         while not stop.is_set():
-            await slots.acquire()
+            # Waiting for a free slot must not outlast a stop: with every slot held by a slow
+            # handler, the loop would otherwise never reach the bounded drain below.
+            if not await _acquire_unless_stopped(slots, stop):
+                break
             try:
                 now = loop.time()
                 entries: list[Entry] = []
                 if now >= next_reclaim:
                     entries = await self._reclaim()
                     next_reclaim = now + self.options.reclaim_idle_seconds / 2
-                if not entries:
+                if not entries and not stop.is_set():
                     entries = await self.queue.read(
                         self.stream,
                         self.group,
@@ -162,7 +178,6 @@ class Consumer:
             task = asyncio.create_task(self._process(entries, slots))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        await self._drain(in_flight)
 
     async def _ensure_group(self, stop: asyncio.Event, backoff: _Backoff) -> None:
         while not stop.is_set():
@@ -211,6 +226,10 @@ class Consumer:
         except (QueueUnavailable, GroupMissing) as exc:
             # Not acknowledged: the entries stay pending and are handled again later.
             log.warning("could not settle a batch", extra={**self._where(), "error": str(exc)})
+        except Exception:
+            # Nobody awaits this task: log here, or the error would surface only as "Task
+            # exception was never retrieved". The entries stay pending and come back.
+            log.exception("could not settle a batch", extra=self._where())
         finally:
             slots.release()
 
@@ -233,29 +252,33 @@ class Consumer:
                 await self.queue.touch(self.stream, self.group, self.name, ids)
 
     async def _settle(self, entries: list[Entry], outcomes: dict[str, Outcome]) -> None:
-        dead = [e for e in entries if outcomes[e.id].verdict is Verdict.DEAD]
+        # An entry the handler gave no verdict for is retried: never acknowledged unhandled.
+        verdicts = {e.id: outcomes.get(e.id, _NO_VERDICT) for e in entries}
+        dead = [e for e in entries if verdicts[e.id].verdict is Verdict.DEAD]
         if dead:
             await self.queue.publish(
                 self.dead_letter_stream,
-                [self._dead_letter(e, outcomes[e.id].reason or "") for e in dead],
+                [self._dead_letter(e, verdicts[e.id].reason or "") for e in dead],
             )
-            for entry in dead:
-                log.warning(
-                    "entry dead-lettered",
-                    extra={
-                        **self._where(),
-                        "entry_id": entry.id,
-                        "reason": outcomes[entry.id].reason,
-                    },
-                )
-                if self.on_dead_letter is not None:
-                    self.on_dead_letter(entry, outcomes[entry.id].reason or "")
-        finished = [e.id for e in entries if outcomes[e.id].verdict is not Verdict.RETRY]
+        finished = [e.id for e in entries if verdicts[e.id].verdict is not Verdict.RETRY]
         if finished:
             await self.queue.ack(self.stream, self.group, finished)
-        self.counters.handled += sum(1 for o in outcomes.values() if o.verdict is Verdict.DONE)
-        self.counters.retried += sum(1 for o in outcomes.values() if o.verdict is Verdict.RETRY)
+        self.counters.handled += sum(1 for o in verdicts.values() if o.verdict is Verdict.DONE)
+        self.counters.retried += sum(1 for o in verdicts.values() if o.verdict is Verdict.RETRY)
         self.counters.dead_lettered += len(dead)
+        for entry in dead:
+            reason = verdicts[entry.id].reason or ""
+            log.warning(
+                "entry dead-lettered",
+                extra={**self._where(), "entry_id": entry.id, "reason": reason},
+            )
+            if self.on_dead_letter is not None:
+                # After the ack: a failing callback (metrics) must not bring the entry back,
+                # which would dead-letter it again and again.
+                try:
+                    self.on_dead_letter(entry, reason)
+                except Exception:
+                    log.exception("on_dead_letter failed", extra=self._where())
 
     def _dead_letter(self, entry: Entry, reason: str) -> dict[str, str]:
         return {
@@ -282,6 +305,30 @@ class Consumer:
 
     def _where(self) -> dict[str, str]:
         return {"stream": self.stream, "group": self.group, "consumer": self.name}
+
+
+_NO_VERDICT = Outcome(Verdict.RETRY, "the handler gave no outcome for this entry")
+
+
+async def _acquire_unless_stopped(slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Take a slot, or give up when ``stop`` is set first; True when a slot was taken."""
+    if stop.is_set():
+        return False
+    if not slots.locked():
+        await slots.acquire()  # free: returns at once
+        return True
+    acquiring = asyncio.ensure_future(slots.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        await asyncio.wait({acquiring})
+    taken = acquiring.done() and not acquiring.cancelled() and acquiring.result()
+    if taken and stop.is_set():
+        slots.release()
+        return False
+    return bool(taken)
 
 
 class _Backoff:

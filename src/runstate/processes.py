@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -211,17 +212,23 @@ class Pipeline:
 
     async def _update_gauges(self, stop: asyncio.Event, process: str) -> None:
         interval = min(self.settings.HEARTBEAT_INTERVAL_SECONDS, 5.0)
+        # At least a second: EX 0 is refused, and the key would never be set.
+        ttl = max(1, math.ceil(self.settings.HEARTBEAT_INTERVAL_SECONDS * 3))
         while not await sleep_unless_stopped(stop, interval):
-            try:
-                for c in self.consumers:
+            # Best effort, each on its own (one group missing after a flush hides nothing
+            # else); the consumers themselves report outages.
+            for c in self.consumers:
+                try:
                     stats = await self.backend.queue.stats(c.stream, c.group)
-                    self.metrics.stream_lag.labels(c.stream, c.group).set(stats.lag)
-                    self.metrics.stream_pending.labels(c.stream, c.group).set(stats.pending)
-                if self.backend.redis is not None:
+                except Exception as exc:
+                    log.debug("could not update stream gauges", extra={"error": str(exc)})
+                    continue
+                self.metrics.stream_lag.labels(c.stream, c.group).set(stats.lag)
+                self.metrics.stream_pending.labels(c.stream, c.group).set(stats.pending)
+            if self.backend.redis is not None:
+                try:
                     await self.backend.redis.set(
-                        keys.heartbeat_key(process),
-                        str(int(time.time())),
-                        ex=int(self.settings.HEARTBEAT_INTERVAL_SECONDS * 3),
+                        keys.heartbeat_key(process), str(int(time.time())), ex=ttl
                     )
-            except Exception as exc:  # gauges are best effort; the consumers report outages
-                log.debug("could not update stream gauges", extra={"error": str(exc)})
+                except Exception as exc:
+                    log.debug("could not refresh the heartbeat key", extra={"error": str(exc)})

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from fastapi import FastAPI
+if TYPE_CHECKING:  # the web stack is imported by the processes that serve the API only
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
 Component = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class ComponentFailed(Exception):
+    """A component of the process stopped with an error (logged, with its traceback, when
+    it happened); the process stops too."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__(f"the {component} component failed")
+        self.component = component
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
@@ -40,9 +51,20 @@ async def run_components(components: dict[str, Component]) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         await asyncio.wait(tasks)
-        for task in done | set(tasks):
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        failed = [
+            task
+            for task in [*done, *(t for t in tasks if t not in done)]
+            if not task.cancelled() and task.exception() is not None
+        ]
+        for task in failed:
+            error = task.exception()
+            log.error(
+                "component failed; stopping the process",
+                extra={"component": tasks[task], "error": f"{type(error).__name__}: {error}"},
+                exc_info=error,
+            )
+        if failed:
+            raise ComponentFailed(tasks[failed[0]]) from failed[0].exception()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -56,35 +78,68 @@ async def heartbeat(
         log.info("heartbeat", extra=describe())
 
 
-class _Server(uvicorn.Server):
-    # The process owns signal handling (`run_components`): uvicorn must neither install its
-    # own handlers nor re-raise the signal after shutting down, which would turn a clean
-    # stop into death by SIGTERM.
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound now: an address that is not this machine's or a
+    port in use stops the process at start-up (OSError), before it does any work, instead
+    of after its other parts have started."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def api_component(app: FastAPI, host: str, port: int, shutdown_timeout: float) -> Component:
+def api_component(app: FastAPI, sock: socket.socket, shutdown_timeout: float) -> Component:
+    """Serve ``app`` on ``sock`` (from :func:`bind_api_socket`) until told to stop, then give
+    open requests ``shutdown_timeout`` seconds."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        # The process owns signal handling (`run_components`): uvicorn must neither install
+        # its own handlers nor re-raise the signal after shutting down, which would turn a
+        # clean stop into death by SIGTERM.
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     async def serve(stop: asyncio.Event) -> None:
         config = uvicorn.Config(
             app,
-            host=host,
-            port=port,
             loop="none",
             http="httptools",
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=int(shutdown_timeout),
+            # Whole seconds, and never 0, which uvicorn reads as "wait for ever".
+            timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
         )
         server = _Server(config)
-        serving = asyncio.create_task(server.serve())
+
+        async def run_server() -> None:
+            # uvicorn ends a failed start-up with sys.exit(); as a task's SystemExit that
+            # would escape the event loop past every clean-up.
+            try:
+                await server.serve(sockets=[sock])
+            except SystemExit as exc:
+                raise RuntimeError(
+                    f"the API stopped at start-up (uvicorn exit {exc.code})"
+                ) from None
+
+        serving = asyncio.create_task(run_server())
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        stopped.cancel()
-        await serving
+        try:
+            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stopped.cancel()
+            await serving
+        finally:
+            sock.close()
         if not server.started:
-            raise RuntimeError(f"the API could not listen on {host}:{port}")
+            raise RuntimeError("the API did not start")
 
     return serve

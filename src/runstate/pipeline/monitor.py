@@ -176,38 +176,46 @@ class MonitoringStage:
         log.info("monitor states rebuilt from the database", extra={"count": len(website_ids)})
 
 
-_UPDATE_LATEST = """
+_CREATE_STAGING = text(
+    "CREATE TEMP TABLE IF NOT EXISTS check_staging "
+    "(LIKE website_checks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_MOVE_STAGED = text(
+    f"INSERT INTO website_checks ({', '.join(CHECK_COLUMNS)}) "  # noqa: S608 - fixed names
+    f"SELECT {', '.join('s.' + c for c in CHECK_COLUMNS)} FROM check_staging s "
+    "JOIN websites w ON w.id = s.website_id"
+)
+# The newest staged result of each monitor (a batch may hold two checks of one monitor).
+_UPDATE_LATEST = text("""
 UPDATE websites AS w SET
     last_checked_at = s.created_at,
     latest_response_time_ms = s.response_time_ms,
     current_status = COALESCE(w.current_status, s.status)
-FROM check_staging AS s
+FROM (
+    SELECT DISTINCT ON (website_id) website_id, created_at, response_time_ms, status
+    FROM check_staging ORDER BY website_id, created_at DESC
+) AS s
 WHERE w.id = s.website_id AND (w.last_checked_at IS NULL OR w.last_checked_at < s.created_at)
-"""
+""")
 
 
 async def _copy_results(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     # COPY into a per-connection staging table, then move only the rows of monitors that
     # still exist: a monitor deleted while its check ran must not fail the whole batch.
+    # The first statement goes through SQLAlchemy, which begins the transaction the COPY
+    # then joins: COPY on the bare driver connection would run (and commit) on its own, and
+    # ON COMMIT DELETE ROWS would empty the staging table before the rows are moved.
+    await session.execute(_CREATE_STAGING)
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    await driver.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS check_staging "
-        "(LIKE website_checks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
     await driver.copy_records_to_table(
         "check_staging",
         records=[tuple(row[c] for c in CHECK_COLUMNS) for row in rows],
         columns=list(CHECK_COLUMNS),
     )
-    columns = ", ".join(CHECK_COLUMNS)
-    await driver.execute(
-        f"INSERT INTO website_checks ({columns}) "  # noqa: S608 - fixed column names
-        f"SELECT {', '.join('s.' + c for c in CHECK_COLUMNS)} FROM check_staging s "
-        "JOIN websites w ON w.id = s.website_id"
-    )
-    await driver.execute(_UPDATE_LATEST)
+    await session.execute(_MOVE_STAGED)
+    await session.execute(_UPDATE_LATEST)
 
 
 # Bound with the columns' own types, so values are stored exactly as the ORM stores them.

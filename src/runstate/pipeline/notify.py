@@ -127,18 +127,12 @@ class NotificationStage:
             try:
                 await sender.deliver(delivery)
             except DeliveryError as exc:
-                last = exc.permanent or attempts >= settings.NOTIFY_MAX_ATTEMPTS
-                await self._set(
-                    log_id,
-                    attempts=attempts,
-                    error=exc.message,
-                    delivery_status="dead" if last else "failed",
-                )
-                if exc.disable_channel:
-                    await self._disable(channel.id, exc.message)
-                if last:
-                    await self._dead_letter(delivery, channel, exc, attempts)
+                if exc.permanent or attempts >= settings.NOTIFY_MAX_ATTEMPTS:
+                    await self._give_up(log_id, attempts, channel, delivery, exc)
                     return
+                await self._set(
+                    log_id, attempts=attempts, error=exc.message, delivery_status="failed"
+                )
                 self.metrics.alerts.labels(channel.type, "failed").inc()
                 await asyncio.sleep(
                     backoff_seconds(
@@ -158,6 +152,23 @@ class NotificationStage:
             )
             self.metrics.alerts.labels(channel.type, "sent").inc()
             return
+
+    async def _give_up(
+        self,
+        log_id: uuid.UUID,
+        attempts: int,
+        channel: AlertChannel,
+        delivery: Delivery,
+        exc: DeliveryError,
+    ) -> None:
+        """Dead-letter the alert, then settle its row as `dead`, in that order: when the
+        dead letter cannot be written, the row stays unsettled and the redelivered alert is
+        dead-lettered then, instead of finding a final row and never reaching the stream."""
+        await self._set(log_id, attempts=attempts, error=exc.message, delivery_status="failed")
+        if exc.disable_channel:
+            await self._disable(channel.id, exc.message)
+        await self._dead_letter(delivery, channel, exc, attempts)
+        await self._set(log_id, delivery_status="dead")
 
     async def _is_flapping(
         self, channel: AlertChannel, website: Website, row: NotificationLog

@@ -19,10 +19,12 @@ import heapq
 import logging
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.domain.events import CheckJob, time_from_ms
@@ -65,6 +67,7 @@ class SchedulerOptions:
     poll_seconds: float = 2.0
     lease_seconds: float = 10.0
     max_batch: int = 5000
+    lease_name: str = LEASE_NAME  # schedulers sharing one lease name stand in for each other
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Scheduler:
     _known: set[uuid.UUID] = field(default_factory=set)
     _seen_newest: datetime | None = None
     is_active: bool = False
+    _failing: bool = False
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -91,19 +95,36 @@ class Scheduler:
             if now >= next_lease:
                 await self._hold_lease()
                 next_lease = now + self.options.lease_seconds / 3
-            if self.is_active and now >= next_poll:
-                await self._refresh()
-                next_poll = now + self.options.poll_seconds
-            if self.is_active:
-                await self._enqueue_due()
+            try:
+                if self.is_active and now >= next_poll:
+                    next_poll = now + self.options.poll_seconds
+                    await self._refresh()
+                if self.is_active:
+                    await self._enqueue_due()
+            except (QueueUnavailable, SQLAlchemyError, OSError) as exc:
+                # An outage of the queue or the database: pause and try again (the lease
+                # check goes on), as the workers do, rather than take the process down.
+                self._outage(exc)
+                await sleep_unless_stopped(stop, min(1.0, self.options.lease_seconds / 3))
+                continue
+            self._outage(None)
             await sleep_unless_stopped(stop, TICK_SECONDS)
         if self.is_active:
-            await self.lease.release(LEASE_NAME, self.holder)
+            with suppress(QueueUnavailable):  # the lease lapses by itself then
+                await self.lease.release(self.options.lease_name, self.holder)
+
+    def _outage(self, error: Exception | None) -> None:
+        """Log the start and the end of an outage once each, not every tick."""
+        if error is not None and not self._failing:
+            log.warning("scheduling failed; retrying", extra={"error": str(error)})
+        elif error is None and self._failing:
+            log.info("scheduling resumed")
+        self._failing = error is not None
 
     async def _hold_lease(self) -> None:
         try:
             held = await self.lease.acquire(
-                LEASE_NAME, self.holder, int(self.options.lease_seconds * 1000)
+                self.options.lease_name, self.holder, int(self.options.lease_seconds * 1000)
             )
         except QueueUnavailable as exc:
             log.warning("cannot reach the lease; standing by", extra={"error": str(exc)})
