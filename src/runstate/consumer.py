@@ -319,12 +319,14 @@ async def _acquire_unless_stopped(slots: asyncio.Semaphore, stop: asyncio.Event)
         return True
     acquiring = asyncio.ensure_future(slots.acquire())
     stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not acquiring.done():
-        acquiring.cancel()
-        await asyncio.wait({acquiring})
-    taken = acquiring.done() and not acquiring.cancelled() and acquiring.result()
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+            await asyncio.wait({acquiring})
+    taken = not acquiring.cancelled() and acquiring.result()
     if taken and stop.is_set():
         slots.release()
         return False

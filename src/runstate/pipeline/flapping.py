@@ -56,35 +56,67 @@ class DueSummary:
 
 
 async def claim_due_summaries(
-    sessions: async_sessionmaker[AsyncSession], window_seconds: float
+    sessions: async_sessionmaker[AsyncSession],
+    window_seconds: float,
+    abandoned_after_seconds: float,
 ) -> list[DueSummary]:
-    """Summaries whose window has passed, each claimed by this worker alone."""
+    """Summaries whose window has passed, each claimed by this worker alone: pending ones,
+    and ones whose claim is older than ``abandoned_after_seconds`` (the claimer died)."""
     now = datetime.now(UTC)
     due_before = now - timedelta(seconds=window_seconds)
+    abandoned_before = now - timedelta(seconds=abandoned_after_seconds)
     claimed: list[DueSummary] = []
     async with sessions() as session:
         rows = list(
             await session.scalars(
                 select(NotificationLog).where(
                     NotificationLog.event == SUMMARY,
-                    NotificationLog.delivery_status == "pending",
-                    NotificationLog.created_at <= due_before,
+                    (
+                        (NotificationLog.delivery_status == "pending")
+                        & (NotificationLog.created_at <= due_before)
+                    )
+                    | (
+                        (NotificationLog.delivery_status == "failed")
+                        & (NotificationLog.claimed_at < abandoned_before)
+                    ),
                 )
             )
         )
     for row in rows:
-        async with sessions() as session, session.begin():
-            taken = await session.execute(
-                update(NotificationLog)
-                .where(NotificationLog.id == row.id, NotificationLog.delivery_status == "pending")
-                .values(delivery_status="failed")  # "in progress"; settled as sent or dead
-            )
-            if getattr(taken, "rowcount", 0) != 1:
-                continue  # another worker took it
-            summary = await _build(session, row, now)
+        summary = await _claim(sessions, row, now)
         if summary is not None:
             claimed.append(summary)
     return claimed
+
+
+async def _claim(
+    sessions: async_sessionmaker[AsyncSession], row: NotificationLog, now: datetime
+) -> DueSummary | None:
+    async with sessions() as session, session.begin():
+        unchanged = (
+            NotificationLog.claimed_at.is_(None)
+            if row.claimed_at is None
+            else NotificationLog.claimed_at == row.claimed_at
+        )
+        taken = await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.id == row.id,
+                NotificationLog.delivery_status == row.delivery_status,
+                unchanged,
+            )
+            .values(delivery_status="failed", claimed_at=now)  # in progress until settled
+        )
+        if getattr(taken, "rowcount", 0) != 1:
+            return None  # another worker took it
+        summary = await _build(session, row, now)
+        if summary is None:  # nothing left to summarise: settle it rather than retry forever
+            await session.execute(
+                update(NotificationLog)
+                .where(NotificationLog.id == row.id)
+                .values(delivery_status="dead", error="monitor, channel or incident is gone")
+            )
+        return summary
 
 
 async def _build(session: AsyncSession, row: NotificationLog, now: datetime) -> DueSummary | None:

@@ -109,7 +109,11 @@ class NotificationStage:
         window = self.settings.ALERT_FLAP_WINDOW_SECONDS
         while not await sleep_unless_stopped(stop, min(15.0, window / 4)):
             try:
-                for due in await claim_due_summaries(self.sessions, window):
+                # A claim outlives every delivery attempt and backoff only if its worker died.
+                abandoned_after = self.settings.NOTIFY_MAX_ATTEMPTS * (
+                    self.settings.NOTIFY_RETRY_MAX_SECONDS + self.settings.WEBHOOK_TIMEOUT_SECONDS
+                )
+                for due in await claim_due_summaries(self.sessions, window, abandoned_after):
                     await self.attempt_until_settled(
                         due.log_id, due.attempts, due.channel, due.delivery
                     )

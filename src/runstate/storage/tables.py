@@ -222,6 +222,9 @@ class NotificationLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
+    # When a worker took a flapping summary to send it; a claim older than any delivery can
+    # take means the worker died, and the summary is due again.
+    claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (

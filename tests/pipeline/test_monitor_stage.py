@@ -1,0 +1,311 @@
+"""The monitoring stage (check job -> result -> status change) with the real HTTP check against
+targets on loopback, on SQLite and PostgreSQL, with the in-process queue and Redis: every
+result written once, the monitor moved forward, and exactly the confirmed changes emitted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select, text
+
+from runstate.checks.http import HttpCheck
+from runstate.consumer import DONE, Outcome, Verdict
+from runstate.domain.events import CheckJob, StatusChange, status_change_event_id
+from runstate.domain.status import MonitorState, Status
+from runstate.metrics import PipelineMetrics
+from runstate.pipeline.monitor import MonitoringStage
+from runstate.pipeline.status_change import StatusChangeStage
+from runstate.queue.backend import QueueBackend
+from runstate.queue.base import DueCheck, Entry
+from runstate.storage.tables import User, Website, WebsiteCheck
+from tests.pipeline.conftest import (
+    StageDb,
+    Targets,
+    lose_monitor_states,
+    publish_and_read,
+    stream_entries,
+)
+
+
+@dataclass
+class Setup:
+    db: StageDb
+    backend: QueueBackend
+    registry: CollectorRegistry
+    targets: Targets
+    stage: MonitoringStage
+    prefix: str
+
+    @property
+    def status_change_stream(self) -> str:
+        return f"{self.prefix}:status-change"
+
+    def count(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    async def monitor(self, user: User, target: str, **values: object) -> Website:
+        return await self.db.website(user, self.targets.url(target), **values)
+
+    async def batch(self, *jobs: CheckJob | dict[str, str]) -> list[Outcome]:
+        """Handle ``jobs`` as one batch; the outcome of each, in order."""
+        items = [job if isinstance(job, dict) else job.to_fields() for job in jobs]
+        entries = await publish_and_read(self.backend.queue, f"{self.prefix}:monitoring", items)
+        outcomes = await self.stage.handle_batch(entries)
+        assert set(outcomes) == {e.id for e in entries}
+        return [outcomes[e.id] for e in entries]
+
+    async def checks(self, website_id: uuid.UUID) -> list[WebsiteCheck]:
+        return await self.db.all(
+            select(WebsiteCheck)
+            .where(WebsiteCheck.website_id == website_id)
+            .order_by(WebsiteCheck.created_at)
+        )
+
+    async def website(self, website_id: uuid.UUID) -> Website:
+        found = await self.db.get(Website, website_id)
+        assert found is not None
+        return found
+
+    async def changes(self) -> list[StatusChange]:
+        entries = await stream_entries(self.backend.queue, self.status_change_stream)
+        return [StatusChange.from_fields(e.fields) for e in entries]
+
+
+@pytest.fixture
+async def setup(
+    stage_db: StageDb,
+    stage_backend: QueueBackend,
+    stage_registry: CollectorRegistry,
+    stage_metrics: PipelineMetrics,
+    stage_prefix: str,
+    http_targets: Targets,
+) -> AsyncIterator[Setup]:
+    check = HttpCheck(allow_private=True)
+    stage = MonitoringStage(
+        sessions=stage_db.sessions,
+        states=stage_backend.states,
+        pending=stage_backend.pending,
+        check=check,
+        region_id=stage_db.region_id,
+        status_change_stream=f"{stage_prefix}:status-change",
+        metrics=stage_metrics,
+        concurrency=50,
+    )
+    try:
+        yield Setup(stage_db, stage_backend, stage_registry, http_targets, stage, stage_prefix)
+    finally:
+        await check.aclose()
+
+
+def job(website: Website) -> CheckJob:
+    return CheckJob(
+        website_id=website.id,
+        url=website.url,
+        method=website.method,
+        timeout_ms=5000,
+        expected_status=website.expected_status,
+        keyword=website.keyword,
+        confirmations=website.confirmations,
+        recovery_confirmations=website.recovery_confirmations,
+        interval_seconds=website.interval_seconds,
+        scheduled_at=datetime.now(UTC),
+    )
+
+
+def at_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def test_a_batch_writes_one_check_row_per_job_and_moves_each_monitor_forward(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    up, down = await setup.monitor(user, "up"), await setup.monitor(user, "down")
+    setup.targets.codes["down"] = 503
+
+    outcomes = await setup.batch(job(up), job(down))
+
+    assert outcomes == [DONE, DONE]
+    [up_row] = await setup.checks(up.id)
+    [down_row] = await setup.checks(down.id)
+    assert (up_row.status, up_row.status_code, up_row.error) == ("up", 200, None)
+    assert (down_row.status, down_row.status_code) == ("down", 503)
+    assert down_row.error == "status 503 not in 200-399"
+    assert up_row.region_id == down_row.region_id == setup.db.region_id
+    assert up_row.response_time_ms is not None
+    for website, row in ((up, up_row), (down, down_row)):
+        moved = await setup.website(website.id)
+        assert moved.last_checked_at == row.created_at
+        assert moved.latest_response_time_ms == row.response_time_ms
+        assert moved.current_status == row.status  # the first observation sets it
+        assert moved.status_changed_at is None
+    assert await setup.changes() == []  # ... without a status change
+    assert (await setup.backend.states.get(down.id)) == MonitorState(
+        status=Status.DOWN, consecutive_failures=1, last_applied_ms=at_ms(down_row.created_at)
+    )
+    assert setup.count("runstate_check_results_written_total") == 2
+    assert setup.count("runstate_checks_total", result="up") == 1
+    assert setup.count("runstate_checks_total", result="status") == 1
+
+    await setup.batch(job(up))
+
+    first, second = await setup.checks(up.id)
+    assert second.created_at > first.created_at
+    assert (await setup.website(up.id)).last_checked_at == second.created_at
+
+
+async def test_a_monitor_needing_two_confirmations_changes_once_on_the_second_failure(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    website = await setup.monitor(user, "flaky", confirmations=2, recovery_confirmations=1)
+    await setup.batch(job(website))  # up: the first observation
+    setup.targets.codes["flaky"] = 500
+
+    await setup.batch(job(website))
+    assert await setup.changes() == []  # one failure is not yet DOWN
+    await setup.batch(job(website))
+    await setup.batch(job(website))  # still down: no second change
+
+    [down] = await setup.changes()
+    confirming = (await setup.checks(website.id))[2]
+    assert (down.prev_status, down.current_status) == (Status.UP, Status.DOWN)
+    assert down.website_id == website.id
+    assert down.region_id == setup.db.region_id
+    assert abs(at_ms(down.occurred_at) - at_ms(confirming.created_at)) <= 1
+    assert down.event_id == status_change_event_id(website.id, at_ms(down.occurred_at))
+    assert setup.count("runstate_status_changes_total", to="down") == 1
+
+    setup.targets.codes["flaky"] = 200
+    await setup.batch(job(website))
+
+    _, recovered = await setup.changes()
+    assert (recovered.prev_status, recovered.current_status) == (Status.DOWN, Status.UP)
+    assert setup.count("runstate_status_changes_total", to="up") == 1
+
+
+async def test_a_job_of_a_monitor_deleted_before_the_write_does_not_fail_the_batch(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    kept, gone = await setup.monitor(user, "kept"), await setup.monitor(user, "gone")
+    jobs = [job(kept), job(gone)]
+    await setup.db.delete(Website, gone.id)
+
+    outcomes = await setup.batch(*jobs)
+
+    assert outcomes == [DONE, DONE]
+    assert len(await setup.checks(kept.id)) == 1
+    assert await setup.checks(gone.id) == []
+    assert (await setup.website(kept.id)).current_status == "up"
+    assert await setup.db.get(Website, gone.id) is None
+
+
+async def test_a_lost_monitor_state_is_rebuilt_from_the_database_without_a_spurious_change(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    still_down, recovering, still_up = [
+        await setup.monitor(user, name) for name in ("still-down", "recovering", "still-up")
+    ]
+    jobs = [job(still_down), job(recovering), job(still_up)]
+    await setup.batch(*jobs)  # all up: first observations
+    setup.targets.codes |= {"still-down": 500, "recovering": 500}
+    await setup.batch(*jobs)
+    # The status-change stage records both changes: the database shows them DOWN.
+    status_stage = StatusChangeStage(
+        setup.db.sessions, setup.backend.queue, f"{setup.prefix}:notification", setup.stage.metrics
+    )
+    for n, down in enumerate(await setup.changes()):
+        await status_stage.handle(Entry(f"{n}-1", down.to_fields()))
+    assert (await setup.website(recovering.id)).current_status == "down"
+
+    await lose_monitor_states(setup.backend, [w.id for w in (still_down, recovering, still_up)])
+    assert await setup.backend.states.get(still_down.id) is None
+    seen = {c.event_id for c in await setup.changes()}
+    setup.targets.codes["recovering"] = 200
+    await setup.batch(*jobs)
+
+    # Rebuilt as DOWN, the recovering monitor recovers (and its incident can be resolved);
+    # the others go on as the database shows them, without a change.
+    [recovered] = [c for c in await setup.changes() if c.event_id not in seen]
+    assert recovered.website_id == recovering.id
+    assert (recovered.prev_status, recovered.current_status) == (Status.DOWN, Status.UP)
+    latest = (await setup.checks(still_down.id))[-1]
+    assert await setup.backend.states.get(still_down.id) == MonitorState(
+        status=Status.DOWN, consecutive_failures=1, last_applied_ms=at_ms(latest.created_at)
+    )
+    rebuilt_up = await setup.backend.states.get(still_up.id)
+    assert rebuilt_up is not None
+    assert (rebuilt_up.status, rebuilt_up.consecutive_successes) == (Status.UP, 1)
+
+
+async def test_the_pending_marks_of_a_batch_are_released_after_it(setup: Setup) -> None:
+    user = await setup.db.user()
+    websites = [await setup.monitor(user, f"pending-{n}") for n in range(3)]
+    due = [DueCheck(w.id, stale_after_ms=60_000) for w in websites]
+    now_ms = at_ms(datetime.now(UTC))
+    assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True] * 3
+    assert await setup.backend.pending.mark(due, now_ms=now_ms) == [False] * 3
+
+    await setup.batch(*(job(w) for w in websites))
+
+    assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True] * 3
+    await setup.backend.pending.release([w.id for w in websites])
+
+
+async def test_a_malformed_job_is_dead_and_the_rest_of_the_batch_is_written(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    website = await setup.monitor(user, "fine")
+    broken = job(website).to_fields()
+    del broken["url"]
+    wrong = {**job(website).to_fields(), "timeout_ms": "soon"}
+
+    outcomes = await setup.batch(broken, job(website), wrong)
+
+    first, second, third = outcomes
+    assert first.verdict is Verdict.DEAD
+    assert first.reason is not None
+    assert "url" in first.reason
+    assert second == DONE
+    assert third.verdict is Verdict.DEAD
+    assert len(await setup.checks(website.id)) == 1
+
+
+async def test_results_are_written_by_copy_on_postgresql_and_by_insert_on_sqlite(
+    setup: Setup,
+) -> None:
+    user = await setup.db.user()
+    websites = [await setup.monitor(user, f"many-{n}") for n in range(20)]
+    gone = websites.pop()
+    jobs = [job(w) for w in [*websites, gone]]
+    await setup.db.delete(Website, gone.id)
+
+    await setup.batch(*jobs)
+
+    for website in websites:
+        [row] = await setup.checks(website.id)
+        assert row.status == "up"
+    async with setup.db.sessions() as session:
+        if setup.db.kind == "postgres":
+            # The staging table COPY fills stays (empty) with the connection that made it:
+            # the one pooled connection these sequential sessions share.
+            assert setup.db.engine.pool.checkedin() == 1
+            staging = await session.scalar(
+                text("SELECT to_regclass('pg_temp.check_staging') IS NOT NULL")
+            )
+            assert staging
+        else:
+            staging = await session.scalar(
+                text("SELECT count(*) FROM sqlite_master WHERE name = 'check_staging'")
+            )
+            assert staging == 0
+        total = await session.scalar(text("SELECT count(*) FROM website_checks"))
+    assert total == len(websites)

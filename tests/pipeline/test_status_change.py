@@ -1,0 +1,325 @@
+"""The status-change stage (status change -> incident -> alert) on SQLite and PostgreSQL, with
+the in-process queue and Redis: one incident per DOWN whatever is redelivered or raced, the
+monitor's status moved only forward, and exactly the alerts that should follow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select
+
+from runstate.consumer import PermanentFailure
+from runstate.domain.events import Alert, AlertEvent, StatusChange, status_change_event_id
+from runstate.domain.status import Status
+from runstate.metrics import PipelineMetrics
+from runstate.pipeline.status_change import StatusChangeStage
+from runstate.queue.backend import QueueBackend
+from runstate.queue.base import Entry
+from runstate.storage.db import create_engine, session_factory
+from runstate.storage.tables import Incident, Website, WebsiteCheck
+from tests.pipeline.conftest import StageDb, stream_entries, utc_ms
+
+BASE = utc_ms(datetime.now(UTC) - timedelta(minutes=10))
+
+
+@dataclass
+class Setup:
+    db: StageDb
+    backend: QueueBackend
+    stage: StatusChangeStage
+    metrics: PipelineMetrics
+    registry: CollectorRegistry
+    notification_stream: str
+
+    def count(self, name: str) -> float:
+        return self.registry.get_sample_value(name) or 0.0
+
+    async def alerts(self) -> list[Alert]:
+        entries = await stream_entries(self.backend.queue, self.notification_stream)
+        return [Alert.from_fields(e.fields) for e in entries]
+
+    async def incidents(self, website_id: uuid.UUID) -> list[Incident]:
+        return await self.db.all(select(Incident).where(Incident.website_id == website_id))
+
+    async def website(self, website_id: uuid.UUID) -> Website:
+        found = await self.db.get(Website, website_id)
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+def setup(
+    stage_db: StageDb,
+    stage_backend: QueueBackend,
+    stage_metrics: PipelineMetrics,
+    stage_registry: CollectorRegistry,
+    stage_prefix: str,
+) -> Setup:
+    stream = f"{stage_prefix}:notification"
+    stage = StatusChangeStage(stage_db.sessions, stage_backend.queue, stream, stage_metrics)
+    return Setup(stage_db, stage_backend, stage, stage_metrics, stage_registry, stream)
+
+
+def change(website_id: uuid.UUID, to: Status, at: datetime, *, region_id: int = 1) -> StatusChange:
+    at = utc_ms(at)
+    return StatusChange(
+        event_id=status_change_event_id(website_id, int(at.timestamp() * 1000)),
+        website_id=website_id,
+        region_id=region_id,
+        prev_status=Status.UP if to is Status.DOWN else Status.DOWN,
+        current_status=to,
+        occurred_at=at,
+    )
+
+
+def entry(of: StatusChange, n: int = 1) -> Entry:
+    return Entry(f"{n}-0", of.to_fields())
+
+
+async def up_monitor(setup: Setup, *, since: datetime | None = BASE) -> Website:
+    user = await setup.db.user()
+    return await setup.db.website(
+        user,
+        f"https://example.com/{uuid.uuid4().hex[:8]}",
+        current_status="up",
+        status_changed_at=since,
+    )
+
+
+async def test_a_down_change_opens_one_incident_moves_the_status_and_forwards_one_alert(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    failed_at = BASE + timedelta(minutes=1)
+    await setup.db.add(
+        WebsiteCheck(
+            website_id=website.id,
+            region_id=setup.db.region_id,
+            status="down",
+            status_code=200,
+            error="an older error",
+            created_at=failed_at - timedelta(seconds=30),
+        ),
+        WebsiteCheck(
+            website_id=website.id,
+            region_id=setup.db.region_id,
+            status="down",
+            status_code=503,
+            error="status 503 not in 200-399",
+            created_at=failed_at,
+        ),
+    )
+    down = change(website.id, Status.DOWN, failed_at)
+
+    await setup.stage.handle(entry(down))
+
+    [incident] = await setup.incidents(website.id)
+    assert incident.is_active
+    assert incident.resolved_at is None
+    assert incident.started_at == down.occurred_at
+    assert incident.cause == "status 503 not in 200-399"
+    assert incident.opened_by_event_id == down.event_id
+    moved = await setup.website(website.id)
+    assert moved.current_status == "down"
+    assert moved.status_changed_at == down.occurred_at
+    [alert] = await setup.alerts()
+    assert alert == Alert.for_change(down, incident.id)
+    assert alert.event is AlertEvent.DOWN
+    assert setup.count("runstate_incidents_opened_total") == 1
+
+
+async def test_an_incident_without_any_check_row_has_no_cause(setup: Setup) -> None:
+    website = await up_monitor(setup)
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
+
+    [incident] = await setup.incidents(website.id)
+    assert incident.cause is None
+
+
+async def test_a_redelivered_down_change_opens_no_second_incident_and_forwards_the_same_one(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    down = change(website.id, Status.DOWN, BASE + timedelta(minutes=1))
+
+    await setup.stage.handle(entry(down))
+    await setup.stage.handle(entry(down))
+
+    [incident] = await setup.incidents(website.id)
+    first, again = await setup.alerts()
+    assert first.incident_id == again.incident_id == incident.id
+    assert first == again
+    assert setup.count("runstate_incidents_opened_total") == 1
+
+
+async def test_two_workers_handling_the_same_change_at_once_open_exactly_one_incident(
+    setup: Setup,
+) -> None:
+    # Two workers with their own connections (their own engine); several monitors at once
+    # so that the transactions really overlap.
+    other_engine = create_engine(setup.db.url)
+    other = StatusChangeStage(
+        session_factory(other_engine),
+        setup.backend.queue,
+        setup.notification_stream,
+        setup.metrics,
+    )
+    try:
+        websites = [await up_monitor(setup) for _ in range(5)]
+        changes = [change(w.id, Status.DOWN, BASE + timedelta(minutes=1)) for w in websites]
+        await asyncio.gather(
+            *(stage.handle(entry(c)) for c in changes for stage in (setup.stage, other))
+        )
+    finally:
+        await other_engine.dispose()
+
+    alerts = await setup.alerts()
+    assert len(alerts) == 2 * len(websites)  # each worker forwards what it handled
+    for website in websites:
+        [incident] = await setup.incidents(website.id)
+        assert incident.is_active
+        forwarded = [a for a in alerts if a.website_id == website.id]
+        assert [a.incident_id for a in forwarded] == [incident.id, incident.id]
+        assert (await setup.website(website.id)).current_status == "down"
+
+
+async def test_a_recovery_resolves_the_incident_and_forwards_it_with_the_same_incident_id(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    down = change(website.id, Status.DOWN, BASE + timedelta(minutes=1))
+    recovery = change(website.id, Status.UP, BASE + timedelta(minutes=2))
+
+    await setup.stage.handle(entry(down))
+    await setup.stage.handle(entry(recovery, 2))
+
+    [incident] = await setup.incidents(website.id)
+    assert not incident.is_active
+    assert incident.resolved_at == recovery.occurred_at
+    assert incident.resolved_by_event_id == recovery.event_id
+    moved = await setup.website(website.id)
+    assert moved.current_status == "up"
+    assert moved.status_changed_at == recovery.occurred_at
+    opened, resolved = await setup.alerts()
+    assert opened.event is AlertEvent.DOWN
+    assert resolved == Alert.for_change(recovery, incident.id)
+    assert resolved.event is AlertEvent.RECOVERY
+    assert setup.count("runstate_incidents_resolved_total") == 1
+
+
+async def test_a_redelivered_recovery_forwards_the_incident_it_resolved_again(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
+    recovery = change(website.id, Status.UP, BASE + timedelta(minutes=2))
+
+    await setup.stage.handle(entry(recovery, 2))
+    await setup.stage.handle(entry(recovery, 2))
+
+    [incident] = await setup.incidents(website.id)
+    _, resolved, again = await setup.alerts()
+    assert resolved == again
+    assert again.incident_id == incident.id
+
+
+async def test_the_next_down_after_a_recovery_opens_a_new_incident(setup: Setup) -> None:
+    website = await up_monitor(setup)
+    for minute, to in ((1, Status.DOWN), (2, Status.UP), (3, Status.DOWN)):
+        await setup.stage.handle(entry(change(website.id, to, BASE + timedelta(minutes=minute))))
+
+    incidents = sorted(await setup.incidents(website.id), key=lambda i: i.started_at)
+    assert [i.is_active for i in incidents] == [False, True]
+    alerts = await setup.alerts()
+    assert [a.incident_id for a in alerts] == [incidents[0].id, incidents[0].id, incidents[1].id]
+
+
+async def test_a_newer_down_while_the_incident_is_open_forwards_that_incident_again(
+    setup: Setup,
+) -> None:
+    # E.g. a lost state rebuilt without the DOWN, or a second region confirming it.
+    website = await up_monitor(setup)
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=2)), 2))
+
+    [incident] = await setup.incidents(website.id)
+    assert incident.is_active
+    assert [a.incident_id for a in await setup.alerts()] == [incident.id, incident.id]
+
+
+async def test_a_stale_change_changes_nothing_and_forwards_nothing(setup: Setup) -> None:
+    shown_since = BASE + timedelta(minutes=5)
+    website = await up_monitor(setup, since=shown_since)
+
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=4))))
+
+    assert await setup.incidents(website.id) == []
+    unchanged = await setup.website(website.id)
+    assert unchanged.current_status == "up"
+    assert unchanged.status_changed_at == shown_since
+    assert await setup.alerts() == []
+
+
+async def test_a_change_older_than_the_recovery_already_applied_does_not_reopen(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
+    await setup.stage.handle(entry(change(website.id, Status.UP, BASE + timedelta(minutes=3))))
+
+    late = change(website.id, Status.DOWN, BASE + timedelta(minutes=2))
+    await setup.stage.handle(entry(late, 3))
+
+    [incident] = await setup.incidents(website.id)
+    assert not incident.is_active
+    assert (await setup.website(website.id)).current_status == "up"
+    assert len(await setup.alerts()) == 2
+
+
+async def test_a_recovery_without_an_open_incident_forwards_nothing(setup: Setup) -> None:
+    user = await setup.db.user()
+    website = await setup.db.website(
+        user, "https://example.com/", current_status="down", status_changed_at=BASE
+    )
+
+    await setup.stage.handle(entry(change(website.id, Status.UP, BASE + timedelta(minutes=1))))
+
+    assert await setup.incidents(website.id) == []
+    assert await setup.alerts() == []
+
+
+async def test_a_change_of_a_deleted_monitor_forwards_nothing(setup: Setup) -> None:
+    website = await up_monitor(setup)
+    await setup.db.delete(Website, website.id)
+
+    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
+    await setup.stage.handle(entry(change(uuid.uuid4(), Status.DOWN, BASE)))
+
+    assert await setup.db.all(select(Incident)) == []
+    assert await setup.alerts() == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"event_id": "e", "website_id": "not-a-uuid", "region_id": "1", "prev_status": "up",
+         "current_status": "down", "occurred_at": "2024-05-01T12:00:00Z"},
+        {"event_id": "e", "website_id": str(uuid.uuid4()), "region_id": "1",
+         "prev_status": "up", "current_status": "sideways", "occurred_at": "2024-05-01T12:00:00Z"},
+        {"event_id": "e", "website_id": str(uuid.uuid4()), "region_id": "1",
+         "prev_status": "up", "current_status": "down", "occurred_at": "yesterday"},
+    ],
+    ids=["empty", "bad-uuid", "bad-status", "bad-time"],
+)  # fmt: skip
+async def test_a_malformed_change_is_a_permanent_failure(
+    setup: Setup, fields: dict[str, str]
+) -> None:
+    with pytest.raises(PermanentFailure, match="malformed status change"):
+        await setup.stage.handle(Entry("1-0", fields))
+    assert await setup.alerts() == []
