@@ -207,9 +207,6 @@ class Recorder:
     calls: list[tuple[str, int]] = field(default_factory=list)
     succeeded: list[str] = field(default_factory=list)
 
-    def ids(self) -> Counter[str]:
-        return Counter(entry_id for entry_id, _ in self.calls)
-
 
 def fields_of(n: int) -> dict[str, str]:
     return {"n": str(n), "website_id": str(uuid.uuid4())}
