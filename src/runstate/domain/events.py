@@ -8,8 +8,8 @@ consumer sends to the dead-letter stream instead of retrying forever.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -43,46 +43,58 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _convert(name: str, kind: Any, raw: str) -> Any:
-    try:
-        if kind in (int, "int"):
-            return int(raw)
-        if kind in (datetime, "datetime"):
-            return parse_time(raw)
-        if kind in (uuid.UUID, "uuid.UUID"):
-            return uuid.UUID(raw)
-        if kind in (Status, "Status"):
-            return Status(raw)
-        if kind in (AlertEvent, "AlertEvent"):
-            return AlertEvent(raw)
-        if kind in ("str | None",):
-            return raw or None
-        return raw
-    except ValueError as exc:
-        raise MalformedEntry(f"{name}: {exc}") from None
+def _optional_text(raw: str) -> str | None:
+    return raw or None
+
+
+# How each field type is read back from its string form (annotations are strings here).
+_READERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "str | None": _optional_text,
+    "int": int,
+    "datetime": parse_time,
+    "uuid.UUID": uuid.UUID,
+    "Status": Status,
+    "AlertEvent": AlertEvent,
+}
+
+
+_Schema = tuple[tuple[str, Callable[[str], Any]], ...]
+_SCHEMAS: dict[type, _Schema] = {}
+
+
+def _schema(cls: type) -> _Schema:
+    """(field name, reader) of a stream entry class, worked out once per class."""
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        schema = _SCHEMAS[cls] = tuple((f.name, _READERS[str(f.type)]) for f in fields(cls))
+    return schema
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return format_time(value)
+    return str(value)
 
 
 class StreamEntry:
     """Mixin: dataclass <-> flat string map."""
 
     def to_fields(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key, value in asdict(self).items():  # type: ignore[call-overload]
-            if value is None:
-                out[key] = ""
-            elif isinstance(value, datetime):
-                out[key] = format_time(value)
-            else:
-                out[key] = str(value)
-        return out
+        return {name: _text(getattr(self, name)) for name, _ in _schema(type(self))}
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, str]) -> Self:
         values: dict[str, Any] = {}
-        for field in fields(cls):  # type: ignore[arg-type]
-            if field.name not in raw:
-                raise MalformedEntry(f"missing field {field.name}")
-            values[field.name] = _convert(field.name, field.type, raw[field.name])
+        for name, read in _schema(cls):
+            if name not in raw:
+                raise MalformedEntry(f"missing field {name}")
+            try:
+                values[name] = read(raw[name])
+            except ValueError as exc:
+                raise MalformedEntry(f"{name}: {exc}") from None
         return cls(**values)
 
 
