@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help install up test lint fmt typecheck check clean
+.PHONY: help install up test lint fmt typecheck check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ typecheck: install ## type-check src/
 	$(RUN) mypy
 
 check: lint typecheck test ## every gate: format, lint, types, tests
+
+PRESET ?= smoke
+bench: install ## benchmark on local Postgres and Redis: PRESET=smoke|10k|100k, BENCH_ARGS="--workers 3"
+	$(RUN) python -m bench --preset $(PRESET) $(BENCH_ARGS)
 
 clean: ## remove the environments and caches
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -150,7 +150,10 @@ class Consumer:
                 entries: list[Entry] = []
                 if now >= next_reclaim:
                     entries = await self._reclaim()
-                    next_reclaim = now + self.options.reclaim_idle_seconds / 2
+                    # A full page means more may be waiting (a failover, or a database
+                    # outage that left many batches unacknowledged): reclaim again at once.
+                    if len(entries) < self.options.batch_size:
+                        next_reclaim = now + self.options.reclaim_idle_seconds / 2
                 if not entries and not stop.is_set():
                     entries = await self.queue.read(
                         self.stream,

@@ -157,7 +157,9 @@ class RedisStreamQueue:
         if not items:
             return []
         with translate_errors():
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # One MULTI/EXEC: a waiting reader wakes to the whole batch, not its first entry,
+            # so the consumers handle full batches (fewer transactions and round trips).
+            async with self._redis.pipeline(transaction=True) as pipe:
                 for item in items:
                     fields: dict[FieldT, EncodableT] = {key: value for key, value in item.items()}
                     pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)

@@ -1,0 +1,224 @@
+"""The target farm: `http://127.0.0.1:<port>/t/<i>` answers 200 "ok", or 503 while target i
+is flipped down.
+
+Two implementations behind one interface (:class:`Farm`):
+
+- nginx (Debian's), when installed: one master and its workers as a child process with a
+  generated config; a target is down while the file `<dir>/down/t/<i>` exists (one `stat`
+  per request, no reload, so no keep-alive connection is dropped by a flip);
+- otherwise an aiohttp server in its own processes (`python -m bench.farm --port P`), one
+  port per process, holding the down set in memory and flipped through `POST /_ctl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bench.procs import BenchError, Child, Children, free_port, with_descendants
+
+NGINX_PATHS = ("/usr/sbin/nginx",)
+
+
+def find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return next((p for p in NGINX_PATHS if Path(p).is_file()), None)
+
+
+class Farm(ABC):
+    kind: str
+    ports: list[int]
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}/t/{i}"
+
+    @abstractmethod
+    async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
+        """Make targets ``ids`` answer 503 (``down``) or 200 again; returns once in force,
+        with the time (epoch seconds) just before each target's change: no check can have
+        seen the new state earlier, and it was in force a few microseconds later."""
+
+    @abstractmethod
+    def pids(self) -> list[int]: ...
+
+    async def wait_ready(self, deadline_seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + deadline_seconds
+        async with aiohttp.ClientSession() as session:
+            for i in range(len(self.ports)):
+                while True:
+                    try:
+                        async with session.get(self.url(i)) as answer:
+                            if answer.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"the {self.kind} farm did not answer on {self.url(i)}")
+                    await asyncio.sleep(0.05)
+
+
+class AiohttpFarm(Farm):
+    kind = "aiohttp"
+
+    def __init__(self, children: Children, processes: int) -> None:
+        self.ports = [free_port() for _ in range(processes)]
+        self.children: list[Child] = [
+            children.start(
+                "farm",
+                f"farm-{n}",
+                [sys.executable, "-m", "bench.farm", "--port", str(port)],
+            )
+            for n, port in enumerate(self.ports)
+        ]
+
+    async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
+        by_port: dict[int, list[int]] = {}
+        for i in ids:
+            by_port.setdefault(self.ports[i % len(self.ports)], []).append(i)
+        changed: dict[int, float] = {}
+        async with aiohttp.ClientSession() as session:
+            for port, chosen in by_port.items():
+                body = {"down" if down else "up": chosen}
+                at = time.time()
+                async with session.post(f"http://127.0.0.1:{port}/_ctl", json=body) as answer:
+                    if answer.status != 200:
+                        raise BenchError(f"the farm on port {port} refused a flip")
+                changed.update(dict.fromkeys(chosen, at))
+        return changed
+
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children if c.alive()]
+
+
+_NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {dir}/down;
+        location /t/ {{
+            if (-f $request_filename) {{ return 503 "down\\n"; }}
+            return 200 "ok\\n";
+        }}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+
+
+class NginxFarm(Farm):
+    kind = "nginx"
+
+    def __init__(self, children: Children, binary: str, work_dir: Path, workers: int) -> None:
+        self.dir = work_dir / "nginx"
+        (self.dir / "tmp").mkdir(parents=True)
+        (self.dir / "down" / "t").mkdir(parents=True)
+        for path in (self.dir, self.dir / "down", self.dir / "down" / "t"):
+            path.chmod(0o755)  # nginx's workers may run as another user
+        self.dir.parent.chmod(0o755)
+        self.ports = [free_port()]
+        conf = self.dir / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(workers=workers, dir=self.dir, port=self.ports[0]))
+        self.child = children.start(
+            "farm", "farm-nginx", [binary, "-p", str(self.dir), "-e", "stderr", "-c", str(conf)]
+        )
+
+    async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
+        folder = self.dir / "down" / "t"
+        changed: dict[int, float] = {}
+        for i in ids:
+            path = folder / str(i)
+            changed[i] = time.time()
+            if down:
+                path.touch()
+            else:
+                path.unlink(missing_ok=True)
+        return changed
+
+    def pids(self) -> list[int]:
+        return with_descendants(self.child.pid) if self.child.alive() else []
+
+
+def start_farm(
+    children: Children, work_dir: Path, choice: str, aiohttp_processes: int, nginx_workers: int
+) -> Farm:
+    """``choice``: "auto" (nginx when installed), "nginx" or "aiohttp"."""
+    binary = find_nginx()
+    if choice == "nginx" and binary is None:
+        raise BenchError("--farm nginx: nginx is not installed (apt-get install nginx)")
+    if choice != "aiohttp" and binary is not None:
+        return NginxFarm(children, binary, work_dir, nginx_workers)
+    return AiohttpFarm(children, aiohttp_processes)
+
+
+# --- the aiohttp farm process -----------------------------------------------------------
+
+
+def _app() -> web.Application:
+    down: set[int] = set()
+
+    async def target(request: web.Request) -> web.Response:
+        try:
+            i = int(request.match_info["i"])
+        except ValueError:
+            return web.Response(status=404, text="no such target\n")
+        if i in down:
+            return web.Response(status=503, text="down\n")
+        return web.Response(text="ok\n")
+
+    async def control(request: web.Request) -> web.Response:
+        body = await request.json()
+        down.update(body.get("down", ()))
+        down.difference_update(body.get("up", ()))
+        return web.json_response({"down": len(down)})
+
+    app = web.Application()
+    app.router.add_get("/t/{i}", target)
+    app.router.add_post("/_ctl", control)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one process of the aiohttp target farm")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    import uvloop
+
+    web.run_app(
+        _app(),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=4096,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()
