@@ -197,3 +197,10 @@ def test_a_generated_jwt_secret_differs_between_data_directories(
     first = load_settings().jwt_secret()
     monkeypatch.setenv("RUNSTATE_DATA_DIR", str(tmp_path / "two"))
     assert load_settings().jwt_secret() != first
+
+
+def test_a_damaged_generated_secret_is_refused_naming_the_data_directory(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret").write_text("")
+    settings = load_settings(RUNSTATE_DATA_DIR=tmp_path)
+    with pytest.raises(SettingsError, match="RUNSTATE_DATA_DIR"):
+        settings.jwt_secret()

@@ -166,7 +166,7 @@ async def _run_pipeline_part(settings: Settings, process: str, parts: list[str])
         components = _pipeline_components(pipeline, parts)
         components["watch"] = pipeline.watch(process)
         log.info("starting", extra={"parts": parts})
-        await run_components(components)
+        await run_components(components, settings.SHUTDOWN_TIMEOUT_SECONDS)
     finally:
         await pipeline.aclose()
 
@@ -217,7 +217,7 @@ def up() -> None:
             )
             components["watch"] = pipeline.watch("up")
             log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
-            await run_components(components)
+            await run_components(components, settings.SHUTDOWN_TIMEOUT_SECONDS)
         finally:
             await pipeline.aclose()
 
@@ -247,7 +247,7 @@ def api() -> None:
         await _prepare_database(settings, migrate=False)
         serve = api_component(create_app(settings), sock, settings.SHUTDOWN_TIMEOUT_SECONDS)
         log.info("api listening", extra={"host": settings.HOST, "port": settings.PORT})
-        await run_components({"api": serve})
+        await run_components({"api": serve}, settings.SHUTDOWN_TIMEOUT_SECONDS)
 
     _run(main())
 

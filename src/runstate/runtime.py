@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the web stack is imported by the processes that serve the A
 
 log = logging.getLogger(__name__)
 
+# Beyond the shutdown timeout: time for components to close connections after draining.
+SHUTDOWN_GRACE = 5.0
+
 Component = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -36,8 +39,10 @@ async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def run_components(components: dict[str, Component]) -> None:
-    """Run every component until SIGTERM or SIGINT, then let each finish its in-flight work.
+async def run_components(components: dict[str, Component], shutdown_timeout: float = 10.0) -> None:
+    """Run every component until SIGTERM or SIGINT, then let each finish its in-flight work
+    within ``shutdown_timeout`` (plus a little for closing); what is still running then is
+    cancelled, so a stop is always bounded.
 
     A component that fails stops the others too: a process that cannot do all of its work
     exits (and its supervisor restarts it) rather than limping on.
@@ -50,7 +55,14 @@ async def run_components(components: dict[str, Component]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        await asyncio.wait(tasks)
+        _, lingering = await asyncio.wait(tasks, timeout=shutdown_timeout + SHUTDOWN_GRACE)
+        for task in lingering:
+            log.warning(
+                "component did not stop in time; cancelling it", extra={"component": tasks[task]}
+            )
+            task.cancel()
+        if lingering:
+            await asyncio.wait(lingering)
         failed = [
             task
             for task in [*done, *(t for t in tasks if t not in done)]

@@ -231,17 +231,30 @@ class Settings(BaseSettings):
         if self.APP_ENV is AppEnv.PRODUCTION:  # pragma: no cover - refused by validation
             raise SettingsError("JWT_SECRET: must be set when APP_ENV=production")
         path = self.RUNSTATE_DATA_DIR / JWT_SECRET_FILE_NAME
-        try:
-            self.RUNSTATE_DATA_DIR.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SettingsError(f"RUNSTATE_DATA_DIR: cannot write {path}: {exc}") from exc
-        generated = secrets.token_urlsafe(48)
+        if not path.exists():
+            _publish_once(path, secrets.token_urlsafe(48))
+        kept = path.read_text(encoding="utf-8").strip()
+        if len(kept) < JWT_SECRET_MIN_LENGTH:
+            raise SettingsError(f"RUNSTATE_DATA_DIR: {path} is damaged; delete it to make anew")
+        return kept
+
+
+def _publish_once(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` unless it exists, atomically: a reader never sees a
+    half-written file, and of two processes racing, the first one's content is kept."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(generated)
-        return generated
+            file.write(content)
+        os.link(staged, path)
+    except FileExistsError:
+        pass  # another process published first: its secret is the one
+    except OSError as exc:
+        raise SettingsError(f"RUNSTATE_DATA_DIR: cannot write {path}: {exc}") from exc
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -10,7 +10,7 @@ import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +28,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_INTERVAL_SECONDS = 7 * 86_400
 MAX_TIMEOUT_MS = 60_000
 MAX_CONFIRMATIONS = 20
+MAX_URL_LENGTH = 2048
 
 
 def _no_nul(value: Any) -> Any:
@@ -64,8 +65,12 @@ def http_url(value: str) -> str:
         raise ValueError("must not contain whitespace")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host if port is None else f"{host}:{port}"
-    rest = value.split(parts.netloc, 1)[1]
-    return f"{parts.scheme.lower()}://{netloc}{rest or '/'}"
+    normalised = urlunsplit(
+        (parts.scheme.lower(), netloc, parts.path or "/", parts.query, parts.fragment)
+    )
+    if len(normalised) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    return normalised
 
 
 _STATUS_PART = re.compile(r"[1-5][0-9]{2}(-[1-5][0-9]{2})?", re.ASCII)
@@ -83,7 +88,7 @@ def expected_status_ranges(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(http_url)]
+HttpUrl = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(http_url)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Keyword = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ExpectedStatus = Annotated[

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -57,6 +57,10 @@ class NotificationStage:
     channels: dict[str, Channel]
     settings: Settings
     metrics: PipelineMetrics
+    # Alerts (incident, event) this worker is delivering right now. A status change that was
+    # forwarded twice puts two identical entries on the stream, often in one batch; the
+    # second is dropped here instead of racing the first to the receiver.
+    _in_flight: set[tuple[uuid.UUID, str]] = field(default_factory=set, init=False)
 
     @property
     def dead_letter_stream(self) -> str:
@@ -67,10 +71,17 @@ class NotificationStage:
             alert = Alert.from_fields(entry.fields)
         except MalformedEntry as exc:
             raise PermanentFailure(f"malformed alert: {exc}") from None
-        website, channels = await self._audience(alert)
-        if website is None:
-            return  # the monitor was deleted: nobody to tell
-        await asyncio.gather(*(self._deliver(alert, website, c) for c in channels))
+        key = (alert.incident_id, alert.event.value)
+        if key in self._in_flight:
+            return  # a duplicate of an alert being delivered now; that one settles it
+        self._in_flight.add(key)
+        try:
+            website, channels = await self._audience(alert)
+            if website is None:
+                return  # the monitor was deleted: nobody to tell
+            await asyncio.gather(*(self._deliver(alert, website, c) for c in channels))
+        finally:
+            self._in_flight.discard(key)
 
     async def _audience(self, alert: Alert) -> tuple[Website | None, list[AlertChannel]]:
         async with self.sessions() as session:

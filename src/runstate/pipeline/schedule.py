@@ -101,6 +101,7 @@ class Scheduler:
     plans: dict[uuid.UUID, _Plan] = field(default_factory=dict)
     _heap: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     _seen_count: int = -1
+    _last_change: float = 0.0
     _known: set[uuid.UUID] = field(default_factory=set)
     _seen_newest: datetime | None = None
     is_active: bool = False
@@ -161,7 +162,10 @@ class Scheduler:
             count, newest = (
                 await session.execute(select(func.count(), func.max(Website.updated_at)))
             ).one()
-            if count == self._seen_count and newest == self._seen_newest:
+            quiet = time.monotonic() - self._last_change > CHANGE_MARGIN.total_seconds()
+            # After a change, look again for a while: a transaction that committed late
+            # carries an updated_at older than the newest already seen.
+            if count == self._seen_count and newest == self._seen_newest and quiet:
                 return
             query = select(*_PLAN_COLUMNS)
             if self._seen_newest is not None:
@@ -173,6 +177,8 @@ class Scheduler:
         gone = self._apply_changes(changed)
         if gone:  # their marks would otherwise stay in the pending hash for good
             await self.pending.release(gone)
+        if (count, newest) != (self._seen_count, self._seen_newest):
+            self._last_change = time.monotonic()
         self._seen_count, self._seen_newest = count, newest
 
     def _apply_changes(self, changed: Sequence[Any]) -> list[uuid.UUID]:
@@ -217,13 +223,21 @@ class Scheduler:
         self.metrics.skipped_pending.inc(len(due) - len(ready))
         for _, due_ms in ready:
             self.metrics.lateness.observe(max(now_ms - due_ms, 0) / 1000)
-        if ready:
+        if not ready:
+            return
+        try:
             await self.queue.publish(
                 self.options.stream,
                 [_fields_for_slot(job, due_ms) for job, due_ms in ready],
                 maxlen=self.options.stream_maxlen,
             )
-            self.metrics.enqueued.inc(len(ready))
+        except Exception:
+            # Not enqueued, so not pending: left marked, these monitors would wait for the
+            # marks to go stale (minutes) instead of their next slot.
+            with suppress(Exception):
+                await self.pending.release([job.website_id for job, _ in ready])
+            raise
+        self.metrics.enqueued.inc(len(ready))
 
 
 def _stale_after_ms(job: CheckJob) -> int:

@@ -40,7 +40,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         path = driver.url.split(":///", 1)[1] if ":///" in driver.url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(driver.url, connect_args={"timeout": 30})
+        engine = create_async_engine(driver.url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
     return create_async_engine(
@@ -50,6 +50,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,  # a restarted Postgres costs one failed ping, not a failed request
         pool_recycle=1800,
+        hide_parameters=True,  # error messages would otherwise carry hashes and secrets
     )
 
 

@@ -39,10 +39,13 @@ def _ssl_argument(params: dict[str, str]) -> str | ssl.SSLContext | None:
         raise ValueError(f"sslmode={mode} is not one of {', '.join(sorted(SSL_MODES))}")
     if mode not in {"verify-ca", "verify-full"}:
         return None if mode == "prefer" else mode
-    context = ssl.create_default_context(cafile=params.get("sslrootcert"))
+    try:
+        context = ssl.create_default_context(cafile=params.get("sslrootcert"))
+        if "sslcert" in params:
+            context.load_cert_chain(params["sslcert"], params.get("sslkey"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"sslrootcert/sslcert/sslkey: cannot be used ({exc})") from None
     context.check_hostname = mode == "verify-full"
-    if "sslcert" in params:
-        context.load_cert_chain(params["sslcert"], params.get("sslkey"))
     return context
 
 

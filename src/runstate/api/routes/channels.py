@@ -58,6 +58,8 @@ async def _normalised_target(body: ChannelCreate, settings: Settings) -> str:
         await check_url_target(url, allow_private=settings.ALLOW_PRIVATE_TARGETS)
     except TargetNotAllowed as exc:
         raise invalid("target", str(exc)) from None
+    except ValueError as exc:  # a host name that cannot be encoded (IDNA)
+        raise invalid("target", f"is not a valid URL ({exc})") from None
     return url
 
 

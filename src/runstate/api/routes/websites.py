@@ -55,6 +55,8 @@ async def _check_target(state: ApiState, url: str) -> None:
         await check_url_target(url, allow_private=state.settings.ALLOW_PRIVATE_TARGETS)
     except TargetNotAllowed as exc:
         raise invalid("url", str(exc)) from None
+    except ValueError as exc:  # a host name that cannot be encoded (IDNA)
+        raise invalid("url", f"is not a valid URL ({exc})") from None
 
 
 def _check_timing(state: ApiState, interval_seconds: int, timeout_ms: int) -> None:
