@@ -90,3 +90,13 @@ async def enforce_rate_limits(state: ApiState, *buckets: tuple[str, int]) -> Non
             retry_after = max(retry_after, decision.retry_after)
     if retry_after:
         raise ApiError(429, "too many attempts; try again later", {"Retry-After": str(retry_after)})
+
+
+async def limit_by_ip_and_account(state: ApiState, action: str, ip: str, email: str) -> None:
+    """Count one ``action`` (signin, signup) for the client IP and for the account."""
+    settings = state.settings
+    await enforce_rate_limits(
+        state,
+        (f"{action}:ip:{ip}", settings.AUTH_RATE_LIMIT_PER_IP),
+        (f"{action}:account:{account_key(email)}", settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
+    )

@@ -15,9 +15,9 @@ from runstate.api.deps import (
     CurrentUser,
     SessionDep,
     StateDep,
-    account_key,
     client_ip,
     enforce_rate_limits,
+    limit_by_ip_and_account,
 )
 from runstate.api.envelope import ApiError, Envelope, ok
 from runstate.api.routes import API_PREFIX
@@ -45,11 +45,7 @@ async def signup(
 ) -> dict[str, Any]:
     email = body.email.lower()
     settings = state.settings
-    await enforce_rate_limits(
-        state,
-        (f"signup:ip:{client_ip(request)}", settings.AUTH_RATE_LIMIT_PER_IP),
-        (f"signup:account:{account_key(email)}", settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
-    )
+    await limit_by_ip_and_account(state, "signup", client_ip(request), email)
     if not settings.SIGNUP_ENABLED:
         raise ApiError(403, "signup is disabled on this server (SIGNUP_ENABLED=false)")
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
@@ -90,12 +86,7 @@ async def signin(
     body: SigninRequest, request: Request, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     email = body.email.lower()
-    settings = state.settings
-    await enforce_rate_limits(
-        state,
-        (f"signin:ip:{client_ip(request)}", settings.AUTH_RATE_LIMIT_PER_IP),
-        (f"signin:account:{account_key(email)}", settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
-    )
+    await limit_by_ip_and_account(state, "signin", client_ip(request), email)
     user = await session.scalar(select(User).where(User.email == email))
     # An unknown e-mail is verified against a dummy hash: same answer, same cost.
     matches, new_hash = await verify_and_rehash(user.password_hash if user else None, body.password)

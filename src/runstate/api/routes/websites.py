@@ -38,6 +38,7 @@ from runstate.storage.tables import Incident, NotificationLog, User, Website, We
 router = APIRouter(prefix=f"{API_PREFIX}/websites", tags=["websites"])
 
 DUPLICATE_URL = "you already monitor this URL"
+HistoryLimit = Annotated[int, Query(ge=1, le=500)]
 
 
 async def owned_website(session: AsyncSession, website_id: uuid.UUID, user: User) -> Website:
@@ -198,7 +199,7 @@ async def list_response_times(
     website_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: HistoryLimit = 50,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> dict[str, Any]:
@@ -229,7 +230,7 @@ async def list_incidents(
     website_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: HistoryLimit = 50,
 ) -> dict[str, Any]:
     website = await owned_website(session, website_id, user)
     incidents = await session.scalars(
@@ -246,7 +247,7 @@ async def list_notifications(
     website_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: HistoryLimit = 50,
 ) -> dict[str, Any]:
     website = await owned_website(session, website_id, user)
     logs = await session.scalars(
