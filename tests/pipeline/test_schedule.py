@@ -123,6 +123,7 @@ class Setup:
                 poll_seconds=POLL,
                 lease_seconds=lease_seconds,
                 lease_name=f"{self.prefix}:scheduler",
+                load_chunk=64,  # several chunks per load
             ),
         )
 
@@ -183,9 +184,13 @@ async def test_monitors_are_enqueued_once_per_interval_on_their_grid_and_spread_
 ) -> None:
     websites = await setup.monitors(200, interval_seconds=2)
     worker = setup.worker()
-    scheduler = setup.start(setup.scheduler().run)
+    planner = setup.scheduler()
+    scheduler = setup.start(planner.run)
     await asyncio.sleep(4.5)
     await scheduler.halt()
+    # Loaded in chunks, and monitors checked alike share one settings object (memory).
+    assert len(planner.plans) == 200
+    assert len({id(plan.settings) for plan in planner.plans.values()}) == 1
     await asyncio.sleep(0.2)  # the stand-in worker takes the last ones off
 
     per_monitor = Counter(s.job.website_id for s in worker.seen)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import sys
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from runstate.domain.events import CheckJob, format_ms
+from runstate.domain.events import CheckJob, time_from_ms
 from runstate.metrics import PipelineMetrics
 from runstate.queue.base import DueCheck, Lease, PendingChecks, QueueUnavailable, StreamQueue
 from runstate.runtime import sleep_unless_stopped
@@ -57,13 +57,46 @@ def next_due_ms(website_id: uuid.UUID, interval_seconds: int, after_ms: int) -> 
     return after_ms + interval_ms - ((after_ms - phase) % interval_ms)
 
 
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class _CheckSettings:
+    """How a monitor is checked, apart from its id and URL. Most monitors share their
+    settings, so plans share one object each (see `_shared_settings`): 100,000 plans then
+    cost a few hundred bytes each, not a full job each."""
+
+    method: str
+    timeout_ms: int
+    expected_status: str
+    keyword: str | None
+    confirmations: int
+    recovery_confirmations: int
+    interval_seconds: int
+
+
 @dataclass(slots=True)
 class _Plan:
-    job: CheckJob
+    website_id: uuid.UUID
+    url: str
+    settings: _CheckSettings
     due_ms: int
 
+    def job(self, due_ms: int) -> CheckJob:
+        settings = self.settings
+        return CheckJob(
+            website_id=self.website_id,
+            url=self.url,
+            method=settings.method,
+            timeout_ms=settings.timeout_ms,
+            expected_status=settings.expected_status,
+            keyword=settings.keyword,
+            confirmations=settings.confirmations,
+            recovery_confirmations=settings.recovery_confirmations,
+            interval_seconds=settings.interval_seconds,
+            scheduled_at=time_from_ms(due_ms),
+        )
 
-# The columns a plan needs: plain rows, not ORM objects, keep a 100,000-monitor load light.
+
+# The columns a plan needs, read as plain rows (not ORM objects) and in chunks, so that
+# loading 100,000 monitors never holds them all in memory at once.
 _PLAN_COLUMNS = (
     Website.id,
     Website.url,
@@ -74,7 +107,6 @@ _PLAN_COLUMNS = (
     Website.confirmations,
     Website.recovery_confirmations,
     Website.interval_seconds,
-    Website.updated_at,
     Website.paused,
 )
 
@@ -86,6 +118,7 @@ class SchedulerOptions:
     poll_seconds: float = 2.0
     lease_seconds: float = 10.0
     max_batch: int = 5000
+    load_chunk: int = 2000  # rows read at a time when loading the monitors
     lease_name: str = LEASE_NAME  # schedulers sharing one lease name stand in for each other
 
 
@@ -100,9 +133,12 @@ class Scheduler:
     options: SchedulerOptions
     plans: dict[uuid.UUID, _Plan] = field(default_factory=dict)
     _heap: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    _paused: set[uuid.UUID] = field(default_factory=set)
+    _settings: weakref.WeakValueDictionary[_CheckSettings, _CheckSettings] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
     _seen_count: int = -1
     _last_change: float = 0.0
-    _known: set[uuid.UUID] = field(default_factory=set)
     _seen_newest: datetime | None = None
     is_active: bool = False
     _failing: bool = False
@@ -153,7 +189,6 @@ class Scheduler:
             log.info("scheduler %s", "active" if held else "standing by")
             if held:  # a fresh start: whatever the last holder planned is re-read
                 self._seen_count, self._seen_newest = -1, None
-                self._known = set()
         self.is_active = held
         self.metrics.scheduler_active.set(1 if held else 0)
 
@@ -170,36 +205,51 @@ class Scheduler:
             query = select(*_PLAN_COLUMNS)
             if self._seen_newest is not None:
                 query = query.where(Website.updated_at >= self._seen_newest - CHANGE_MARGIN)
-            changed = list(await session.execute(query))
-            self._known.update(website.id for website in changed)
-            if count != len(self._known):  # some were deleted: find which
-                self._known = set(await session.scalars(select(Website.id)))
-        gone = self._apply_changes(changed)
+            rows = await session.stream(query.execution_options(yield_per=self.options.load_chunk))
+            async for chunk in rows.partitions():
+                self._apply_changes(chunk)
+            gone: list[uuid.UUID] = []
+            if count != len(self.plans) + len(self._paused):  # some were deleted: find which
+                existing = set(await session.scalars(select(Website.id)))
+                gone = [website_id for website_id in self.plans if website_id not in existing]
+                self._paused &= existing
+        for website_id in gone:
+            del self.plans[website_id]
         if gone:  # their marks would otherwise stay in the pending hash for good
             await self.pending.release(gone)
         if (count, newest) != (self._seen_count, self._seen_newest):
             self._last_change = time.monotonic()
         self._seen_count, self._seen_newest = count, newest
 
-    def _apply_changes(self, changed: Sequence[Any]) -> list[uuid.UUID]:
-        """Update the plans; returns the monitors that were deleted."""
+    def _apply_changes(self, changed: Sequence[Any]) -> None:
         now_ms = int(time.time() * 1000)
         for website in changed:
             if website.paused:
                 self.plans.pop(website.id, None)
+                self._paused.add(website.id)
                 continue
-            job = _job_for(website)
+            self._paused.discard(website.id)
+            settings = self._shared_settings(website)
             plan = self.plans.get(website.id)
-            if plan is not None and plan.job.interval_seconds == job.interval_seconds:
-                plan.job = job
+            if plan is not None and plan.settings.interval_seconds == settings.interval_seconds:
+                plan.url, plan.settings = website.url, settings  # keeps its slot
                 continue
-            due = next_due_ms(website.id, job.interval_seconds, now_ms)
-            self.plans[website.id] = _Plan(job, due)
+            due = next_due_ms(website.id, settings.interval_seconds, now_ms)
+            self.plans[website.id] = _Plan(website.id, website.url, settings, due)
             heapq.heappush(self._heap, (due, website.id))
-        gone = list(set(self.plans) - self._known)
-        for website_id in gone:
-            del self.plans[website_id]
-        return gone
+
+    def _shared_settings(self, website: Any) -> _CheckSettings:
+        settings = _CheckSettings(
+            method=website.method,
+            timeout_ms=website.timeout_ms,
+            expected_status=website.expected_status,
+            keyword=website.keyword,
+            confirmations=website.confirmations,
+            recovery_confirmations=website.recovery_confirmations,
+            interval_seconds=website.interval_seconds,
+        )
+        # Held weakly: settings no plan uses any more are forgotten.
+        return self._settings.setdefault(settings, settings)
 
     async def _enqueue_due(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -209,8 +259,8 @@ class Scheduler:
             plan = self.plans.get(website_id)
             if plan is None or plan.due_ms != due_ms:
                 continue  # deleted, paused, or rescheduled since
-            due.append((plan.job, due_ms))
-            plan.due_ms = next_due_ms(website_id, plan.job.interval_seconds, now_ms)
+            due.append((plan.job(due_ms), due_ms))
+            plan.due_ms = next_due_ms(website_id, plan.settings.interval_seconds, now_ms)
             heapq.heappush(self._heap, (plan.due_ms, website_id))
         if due:
             await self._publish(due, now_ms)
@@ -228,7 +278,7 @@ class Scheduler:
         try:
             await self.queue.publish(
                 self.options.stream,
-                [_fields_for_slot(job, due_ms) for job, due_ms in ready],
+                [job.to_fields() for job, _ in ready],
                 maxlen=self.options.stream_maxlen,
             )
         except Exception:
@@ -244,25 +294,3 @@ def _stale_after_ms(job: CheckJob) -> int:
     # A mark is presumed lost (its worker died and the entry was dead-lettered, or the
     # queue lost it) after several intervals; until then the check is still on its way.
     return max(3 * job.interval_seconds * 1000, 5 * 60 * 1000)
-
-
-def _fields_for_slot(job: CheckJob, due_ms: int) -> dict[str, str]:
-    fields = job.to_fields()
-    fields["scheduled_at"] = format_ms(due_ms)
-    return fields
-
-
-def _job_for(website: Any) -> CheckJob:
-    return CheckJob(
-        website_id=website.id,
-        url=website.url,
-        # Shared strings: most monitors have the same method and expected statuses.
-        method=sys.intern(website.method),
-        timeout_ms=website.timeout_ms,
-        expected_status=sys.intern(website.expected_status),
-        keyword=website.keyword,
-        confirmations=website.confirmations,
-        recovery_confirmations=website.recovery_confirmations,
-        interval_seconds=website.interval_seconds,
-        scheduled_at=website.updated_at,  # replaced by the slot's time when enqueued
-    )
