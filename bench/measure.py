@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.store import IncidentRow, Store, StoreUnavailable
 from runstate.pipeline.schedule import phase_ms
 
 # --- percentiles -----------------------------------------------------------------------
@@ -106,21 +106,6 @@ def bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
 
 
 # --- what the stores did -----------------------------------------------------------------
-
-_PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
-
-
-async def database_counters(url: str) -> dict[str, int]:
-    """The scratch database's own counters (pg_stat_database): transactions and rows."""
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        row = await connection.fetchrow(
-            f"SELECT {', '.join(_PG_COUNTERS)} FROM pg_stat_database"  # noqa: S608 - constants
-            " WHERE datname = current_database()"
-        )
-    finally:
-        await connection.close()
-    return {name: int(row[name] or 0) for name in _PG_COUNTERS}
 
 
 async def redis_calls(redis: Any) -> dict[str, int]:
@@ -228,22 +213,6 @@ def grid_analysis(
     )
 
 
-async def check_rows(
-    url: str, since: datetime, until: datetime
-) -> list[tuple[uuid.UUID, datetime, int | None]]:
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        records = await connection.fetch(
-            "SELECT website_id, created_at, response_time_ms FROM website_checks"
-            " WHERE created_at >= $1 AND created_at < $2",
-            since,
-            until,
-        )
-    finally:
-        await connection.close()
-    return [(r[0], r[1], r[2]) for r in records]
-
-
 # --- incidents as the harness sees them ------------------------------------------------
 
 
@@ -256,37 +225,14 @@ class SeenIncident:
     seen_resolved: float | None = None
 
 
-# Installed in the scratch database only: every commit that opens or resolves an incident
-# notifies the harness, which notes the time the notification arrives (commit time, give
-# or take a millisecond). Only incidents are touched, so the pipeline's cost is unchanged.
-NOTIFY_CHANNEL = "bench_incidents"
-NOTIFY_TRIGGER = f"""
-CREATE FUNCTION bench_incident_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('{NOTIFY_CHANNEL}', concat_ws(' ', NEW.id, NEW.website_id,
-    extract(epoch FROM NEW.started_at), extract(epoch FROM NEW.resolved_at)));
-  RETURN NULL;
-END $$;
-CREATE TRIGGER bench_incident_notify AFTER INSERT OR UPDATE OF resolved_at ON incidents
-  FOR EACH ROW EXECUTE FUNCTION bench_incident_notify();
-"""
-
-
-async def install_incident_trigger(url: str) -> None:
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        await connection.execute(NOTIFY_TRIGGER)
-    finally:
-        await connection.close()
-
-
 @dataclass
 class IncidentWatcher:
     """Notes when each incident was first seen open and first seen resolved (the database
-    keeps no creation time of its own): at once through LISTEN (the trigger above), and,
-    as a safety net, by polling `incidents` every `period` seconds."""
+    keeps no creation time of its own): at once when the store notifies (PostgreSQL's
+    trigger), and, as a safety net or on its own (SQLite), by polling `incidents` every
+    `period` seconds."""
 
-    url: str
+    store: Store
     since: datetime
     period: float = 0.1
     seen: dict[uuid.UUID, SeenIncident] = field(default_factory=dict)
@@ -296,41 +242,32 @@ class IncidentWatcher:
     by_poll: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection: Any = None
-        while True:
-            stopping = stop.is_set()
-            try:
-                if connection is None:
-                    connection = await asyncpg.connect(self.url, timeout=10)
-                    await connection.add_listener(NOTIFY_CHANNEL, self._notified)
-                await self.poll(connection)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                self.errors += 1  # the server restarted under us: go on with a new one
-                if connection is not None:
-                    connection.terminate()
-                connection = None
-            if stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.period)
-        if connection is not None:
-            await connection.close()
+        async with self.store.incidents(self._notified) as reader:
+            while True:
+                stopping = stop.is_set()
+                try:
+                    rows = await reader.incidents_since(self.since)
+                except StoreUnavailable:
+                    self.errors += 1  # the server restarted under us: the next poll reconnects
+                else:
+                    self._polled(rows)
+                if stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.period)
 
-    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        now = time.time()
-        parts = payload.split(" ")
-        resolved_at = float(parts[3]) if len(parts) > 3 else None
-        self._saw(uuid.UUID(parts[0]), uuid.UUID(parts[1]), float(parts[2]), resolved_at, now)
+    def _notified(self, row: IncidentRow) -> None:
+        self._saw(row, time.time())
         self.by_notify += 1
 
-    def _saw(
-        self,
-        incident_id: uuid.UUID,
-        website_id: uuid.UUID,
-        started_at: float,
-        resolved_at: float | None,
-        now: float,
-    ) -> bool:
+    def _polled(self, rows: list[IncidentRow]) -> None:
+        now = time.time()
+        self.polls += 1
+        for row in rows:
+            self.by_poll += self._saw(row, now)
+
+    def _saw(self, row: IncidentRow, now: float) -> bool:
+        incident_id, website_id, started_at, resolved_at = row
         seen = self.seen.get(incident_id)
         new = False
         if seen is None:
@@ -340,19 +277,6 @@ class IncidentWatcher:
             seen.resolved_at, seen.seen_resolved = resolved_at, now
             new = True
         return new
-
-    async def poll(self, connection: Any) -> None:
-        rows = await connection.fetch(
-            "SELECT id, website_id, started_at, resolved_at FROM incidents WHERE started_at >= $1",
-            self.since,
-        )
-        now = time.time()
-        self.polls += 1
-        for incident_id, website_id, started_at, resolved_at in rows:
-            resolved = resolved_at.timestamp() if resolved_at is not None else None
-            self.by_poll += self._saw(
-                incident_id, website_id, started_at.timestamp(), resolved, now
-            )
 
 
 @dataclass
@@ -421,6 +345,7 @@ def latencies(
     result["webhooks_received"] = len(arrivals)
     result["webhooks_verified"] = sum(1 for a in arrivals if a.get("verified"))
     result["incident_polls"] = watcher.polls
+    result["incident_notifications"] = watcher.store.notifies  # or the poll alone
     result["incident_events_seen_by_notify"] = watcher.by_notify
     result["incident_events_seen_by_poll_only"] = watcher.by_poll
     return result

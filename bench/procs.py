@@ -43,15 +43,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def peak_rss_kib(pid: int) -> int | None:
-    """The peak resident set size (VmHWM) of one process; None when it is gone."""
+def _status_kib(pid: int, name: str) -> int | None:
     try:
         for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """The peak resident set size (VmHWM) of one process; None when it is gone."""
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int) -> int | None:
+    """The resident set size (VmRSS) of one process now; None when it is gone."""
+    return _status_kib(pid, "VmRSS")
 
 
 def _all_processes() -> Iterable[tuple[int, int, str, str]]:
@@ -208,8 +217,9 @@ def log_digest(child: Child) -> dict[str, Any]:
             continue
         if not isinstance(entry, dict):
             continue
-        if entry.get("msg") == "heartbeat":
-            heartbeat = entry.get("consumers")
+        # `runstate up` logs the API's heartbeat too, which has no consumers.
+        if entry.get("msg") == "heartbeat" and "consumers" in entry:
+            heartbeat = entry["consumers"]
         if entry.get("level") in ("warning", "error", "critical"):
             key = f"{entry['level']}: {entry.get('msg')}"
             problems[key] += 1

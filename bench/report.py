@@ -18,8 +18,6 @@ from bench.procs import Usage
 if TYPE_CHECKING:
     from bench.run import Run
 
-RUNSTATE_KINDS = ("scheduler", "worker-monitoring", "worker-status-change", "worker-notification")
-
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not numerator or not denominator:
@@ -27,10 +25,15 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def _usage_table(usage: list[Usage], checks: int, seconds: float) -> list[dict[str, Any]]:
+def _usage_table(
+    usage: list[Usage], checks: int, seconds: float, idle_rss_kib: dict[str, int], monitors: int
+) -> list[dict[str, Any]]:
     per_1k = checks / 1000
     rows = []
     for u in usage:
+        idle = idle_rss_kib.get(u.kind)
+        # What the process holds per monitor: its peak above its size before any monitor.
+        per_monitor = (u.peak_rss_kib_max - idle) * 1024 / monitors if idle and monitors else None
         rows.append(
             {
                 "kind": u.kind,
@@ -40,38 +43,36 @@ def _usage_table(usage: list[Usage], checks: int, seconds: float) -> list[dict[s
                 "cores": round(u.cpu_seconds / seconds, 3) if seconds else None,
                 "peak_rss_mib_max": round(u.peak_rss_kib_max / 1024, 1),
                 "peak_rss_mib_sum": round(u.peak_rss_kib_sum / 1024, 1),
+                "idle_rss_mib": round(idle / 1024, 1) if idle else None,
+                "bytes_per_monitor": round(per_monitor) if per_monitor is not None else None,
             }
         )
     return rows
 
 
 def _metrics(scrapes: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
-    """What the pipeline's own /metrics say over the window."""
-    before, after = scrapes
+    """What runstate's own /metrics say over the window, summed over its processes: each
+    registers every pipeline metric and leaves those of the parts it does not run at zero,
+    so the distributed processes and one `runstate up` read alike."""
+    before, after = (list(scrape.values()) for scrape in scrapes)
 
-    def delta(family: str, names: list[str]) -> float:
-        return measure.counter([after[n] for n in names], family) - measure.counter(
-            [before[n] for n in names], family
-        )
+    def delta(family: str) -> float:
+        return measure.counter(after, family) - measure.counter(before, family)
 
-    def quantiles(family: str, names: list[str]) -> dict[str, float | None]:
+    def quantiles(family: str) -> dict[str, float | None]:
         buckets = measure.bucket_delta(
-            measure.buckets([after[n] for n in names], family),
-            measure.buckets([before[n] for n in names], family),
+            measure.buckets(after, family), measure.buckets(before, family)
         )
         return {f"p{q}_ms": _ms(measure.bucket_quantile(buckets, q / 100)) for q in (50, 99)}
 
-    workers = [n for n in after if n.startswith("worker-monitoring")]
     return {
-        "checks_run": delta("runstate_checks", workers),
-        "results_written": delta("runstate_check_results_written", workers),
-        "enqueued": delta("runstate_scheduler_enqueued", ["scheduler"]),
-        "skipped_pending": delta("runstate_scheduler_skipped_pending", ["scheduler"]),
-        "check_start_lateness": quantiles("runstate_check_start_lateness_seconds", workers),
-        "scheduler_enqueue_lateness": quantiles(
-            "runstate_scheduler_lateness_seconds", ["scheduler"]
-        ),
-        "check_duration": quantiles("runstate_check_duration_seconds", workers),
+        "checks_run": delta("runstate_checks"),
+        "results_written": delta("runstate_check_results_written"),
+        "enqueued": delta("runstate_scheduler_enqueued"),
+        "skipped_pending": delta("runstate_scheduler_skipped_pending"),
+        "check_start_lateness": quantiles("runstate_check_start_lateness_seconds"),
+        "scheduler_enqueue_lateness": quantiles("runstate_scheduler_lateness_seconds"),
+        "check_duration": quantiles("runstate_check_duration_seconds"),
     }
 
 
@@ -107,8 +108,8 @@ def build(
     preset = run.preset
     seconds = run.window.seconds
     checks_per_s = recorded / seconds
-    table = _usage_table(usage, recorded, seconds)
-    runstate_cpu = sum(u.cpu_seconds for u in usage if u.kind in RUNSTATE_KINDS)
+    table = _usage_table(usage, recorded, seconds, run.idle_rss_kib, preset.monitors)
+    runstate_cpu = sum(u.cpu_seconds for u in usage if u.kind in run.mode.kinds)
     runstate_cpu_1k = runstate_cpu / (recorded / 1000) if recorded else None
     ceiling = _peer(peers["ceiling"], checks_per_s, runstate_cpu_1k)
     blackbox = _peer(peers.get("blackbox"), checks_per_s, runstate_cpu_1k)
@@ -123,9 +124,11 @@ def build(
     lateness = measure.distribution(grid.lateness_ms)
     results: dict[str, Any] = {
         "preset": preset.name,
+        "mode": run.mode.name,
         "run_id": run.run_id,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
+            "system": run.mode.description,
             "monitors": preset.monitors,
             "users": users,
             "interval_s": preset.interval,
@@ -157,11 +160,9 @@ def build(
             "latest_starts": grid.latest,
         },
         "pipeline_metrics": _metrics(scrapes),
-        "per_1k_checks": {
-            "postgres": measure.per_thousand(
-                stores[0]["postgres"], stores[1]["postgres"], recorded
-            ),
-            "redis_calls": measure.per_thousand(stores[0]["redis"], stores[1]["redis"], recorded),
+        "per_1k_checks": {  # none on SQLite and the in-process queue
+            name: measure.per_thousand(stores[0][name], counts, recorded)
+            for name, counts in stores[1].items()
         },
         "latency_ms": latencies,
         "processes": table,
@@ -209,19 +210,27 @@ def _d(value: Any, digits: int = 1) -> str:
     return f"{value:,}"
 
 
+_STORE_COUNTERS = {
+    "postgres": "PostgreSQL (the scratch database's pg_stat_database)",
+    "redis_calls": "Redis calls by command (INFO commandstats, the whole server)",
+}
+
+
 def _store_lines(per_1k: dict[str, dict[str, float]]) -> list[str]:
     if not per_1k:
-        return []
+        return [
+            "Per 1,000 checks recorded: database transactions and queue calls n/a (counted on"
+            " PostgreSQL and Redis only).",
+            "",
+        ]
 
     def listed(counts: dict[str, float]) -> str:
         return ", ".join(f"{name} {value:,.1f}" for name, value in counts.items()) or "none"
 
-    return [
-        "Per 1,000 checks recorded, in the window — PostgreSQL (the scratch database's"
-        f" pg_stat_database): {listed(per_1k.get('postgres', {}))}; Redis calls by command"
-        f" (INFO commandstats, the whole server): {listed(per_1k.get('redis_calls', {}))}.",
-        "",
-    ]
+    counted = "; ".join(
+        f"{_STORE_COUNTERS.get(name, name)}: {listed(counts)}" for name, counts in per_1k.items()
+    )
+    return [f"Per 1,000 checks recorded, in the window — {counted}.", ""]
 
 
 def _latency_lines(latency: dict[str, Any]) -> list[str]:
@@ -237,16 +246,26 @@ def _latency_lines(latency: dict[str, Any]) -> list[str]:
     for key, label in names.items():
         d = latency[key]
         lines.append(_row(label, d["n"], _d(d["p50"]), _d(d["p99"]), _d(d["max"])))
+    if latency.get("incident_notifications", True):
+        seen = (
+            "when the harness got the commit's NOTIFY (a trigger on `incidents` in the scratch"
+            " database), or, failing that, its 100 ms poll found the row:"
+            f" {latency['incident_events_seen_by_notify']} notifications,"
+            f" {latency['incident_events_seen_by_poll_only']} found by the poll first."
+        )
+    else:
+        seen = (
+            "when the harness's 100 ms poll of `incidents` found the row (SQLite cannot"
+            " notify another process): up to 100 ms after the commit, so detection and recovery"
+            " read up to 100 ms long and the alert latencies as much short (even negative)."
+        )
     lines += [
         "",
         f"Flipped targets: {latency['flips']}; undetected: {latency['undetected']};"
         f" not seen recovered: {latency['unrecovered']}; incidents on targets never flipped:"
         f" {latency['spurious_incidents']}; webhooks received: {latency['webhooks_received']}"
         f" (signature verified: {latency['webhooks_verified']}). 'Seen open' and 'seen"
-        " resolved' are when the harness got the commit's NOTIFY (a trigger on `incidents` in"
-        " the scratch database), or, failing that, its 100 ms poll found the row:"
-        f" {latency['incident_events_seen_by_notify']} notifications,"
-        f" {latency['incident_events_seen_by_poll_only']} found by the poll first.",
+        f" resolved' are {seen}",
     ]
     return lines
 
@@ -264,7 +283,7 @@ def _peer_lines(results: dict[str, Any]) -> list[str]:
         ),
         "|---|---:|---:|---:|---:|",
         _row(
-            "runstate pipeline (scheduler + workers)",
+            f"runstate ({results['mode']} mode)",
             _d(through),
             _d(results["runstate_cpu_seconds_per_1k_checks"], 3),
             "1",
@@ -320,10 +339,9 @@ def _environment_lines(environment: dict[str, Any], cpus: int | None) -> list[st
     warnings = []
     if other > OTHER_LOAD_WARNING:
         warnings.append("other processes competed for the CPU")
-    if environment["postgres_restarted"]:
-        warnings.append("PostgreSQL restarted during the window")
-    if environment["redis_restarted"]:
-        warnings.append("Redis restarted during the window")
+    warnings += [
+        f"{name} restarted during the window" for name in environment["services_restarted"]
+    ]
     if warnings:
         line += f" **Disturbed run: {'; '.join(warnings)} — not comparable with a quiet one.**"
     return [line, ""]
@@ -391,10 +409,11 @@ def markdown(results: dict[str, Any]) -> str:
     config, through, late = results["config"], results["throughput"], results["lateness_ms"]
     missed, metrics = results["missed"], results["pipeline_metrics"]
     lines = [
-        f"# runstate benchmark — preset {results['preset']} — {results['date']}",
+        f"# runstate benchmark — preset {results['preset']} ({results['mode']} mode) —"
+        f" {results['date']}",
         "",
         f"{config['monitors']:,} monitors ({config['users']:,} users) every"
-        f" {config['interval_s']} s on {config['monitoring_workers']} monitoring worker(s),"
+        f" {config['interval_s']} s on {config['system']};"
         f" farm: {config['farm']}, measured window {config['window_s']} s;"
         f" {results['machine']['cpus']} CPUs, Python {results['machine']['python']}.",
         "",
@@ -462,8 +481,10 @@ def markdown(results: dict[str, Any]) -> str:
             "cores",
             "peak RSS MiB (max)",
             "peak RSS MiB (sum)",
+            "RSS MiB before any monitor",
+            "peak above that, bytes / monitor",
         ),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             _row(
                 p["kind"],
@@ -473,6 +494,8 @@ def markdown(results: dict[str, Any]) -> str:
                 _d(p["cores"], 2),
                 _d(p["peak_rss_mib_max"]),
                 _d(p["peak_rss_mib_sum"]),
+                _d(p["idle_rss_mib"]),
+                _d(p["bytes_per_monitor"], 0),
             )
             for p in results["processes"]
         ),

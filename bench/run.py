@@ -1,14 +1,17 @@
-"""`python -m bench --preset smoke|10k|100k`: one benchmark run, start to finish.
+"""`python -m bench --preset smoke|10k|100k|up-smoke|up-10k`: one benchmark run, start to
+finish, of runstate in one of two modes (bench/modes.py): the distributed pipeline on
+PostgreSQL and Redis, or `runstate up` in one process on SQLite and its in-process queue.
 
-1. a scratch database (created, `runstate migrate`d, seeded by COPY) and a clean Redis
-   database with stream names of its own;
+1. the database (a scratch PostgreSQL database or a SQLite file), created and `runstate
+   migrate`d, and, in distributed mode, a clean Redis database with stream names of its own;
 2. the target farm (nginx when installed, else aiohttp processes) and a webhook receiver;
-3. the distributed pipeline as separate processes: `runstate scheduler`, N x `runstate
-   worker monitoring`, `runstate worker status-change`, `runstate worker notification`;
+3. runstate: `runstate scheduler`, N x `runstate worker monitoring`, `runstate worker
+   status-change`, `runstate worker notification` as separate processes, or `runstate up`;
+   the monitors seeded meanwhile;
 4. once every monitor has been checked once, the measured window: targets flipped down and
-   up in cycles, incidents watched (NOTIFY), CPU and metrics sampled at both ends;
-5. the pipeline stopped, then side by side on the same farm: the check client's raw
-   ceiling and, when installed, prometheus-blackbox-exporter;
+   up in cycles, incidents watched (NOTIFY, or a poll), CPU and metrics sampled at both ends;
+5. runstate stopped, then side by side on the same farm: the check client's raw ceiling
+   and, when installed, prometheus-blackbox-exporter;
 6. the report: bench/results/<preset>-<date>.md and .json, and one summary line, last.
 """
 
@@ -33,34 +36,30 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
-from redis.asyncio import Redis
 
 from bench import measure, profile, report
 from bench.farm import Farm, start_farm
+from bench.modes import MODES, Distributed, Mode, Up
 from bench.peers import Blackbox, find_blackbox
 from bench.presets import PRESETS, Preset
 from bench.procs import (
     BenchError,
+    Child,
     Children,
     busy_cpu_seconds,
     cpu_snapshot,
     free_port,
     log_digest,
-    pids_named,
-    postgres_pids,
+    rss_kib,
     usage_between,
 )
-from bench.seed import create_database, drop_database, migrate, seed
+from bench.seed import seed_rows
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Database 15 is the unit tests', 14 the integration tests' (which flush it): the scheduler
 # lease and the pending-check marks are global keys, so the bench needs a database of its own.
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 RESULTS_DIR = Path(__file__).parent / "results"
-PIPELINE_KINDS = ("scheduler", "worker-monitoring", "worker-status-change", "worker-notification")
-GLOBAL_KEYS = ("runstate:lease:scheduler", "runstate:pending-checks")
-GLOBAL_PATTERNS = ("runstate:monitor-state:*", "runstate:heartbeat:*")
 FLIP_LEAD_SECONDS = 1.0
 DRAIN_SECONDS = 2.0
 
@@ -101,15 +100,21 @@ class Run:
         self.options = options
         self.preset = options.preset
         self.run_id = uuid.uuid4().hex[:8]
-        self.dbname = f"runstate_bench_{self.run_id}"
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"runstate-bench-{self.run_id}-"))
         self.children = Children(self.work_dir)
-        self.database_url = ""
+        self.mode: Mode = (
+            Up(self.work_dir)
+            if self.preset.mode == "up"
+            else Distributed(
+                options.postgres_url, options.redis_url, self.run_id, self.preset.workers
+            )
+        )
         self.webhook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.metrics_ports: dict[str, int] = {}
         self.farm: Farm | None = None
         self.receiver_port = 0
         self.website_ids: list[uuid.UUID] = []
+        self.idle_rss_kib: dict[str, int] = {}  # per process kind, before any monitor
         self.window = Window()
         self.timings: dict[str, float] = {}
         self.profiles: dict[str, Any] = {}
@@ -122,36 +127,6 @@ class Run:
         self.timings[name] = round(time.monotonic() - self.t0, 2)
 
     # --- set-up ---------------------------------------------------------------------------
-
-    async def check_services(self) -> None:
-        try:
-            connection = await asyncpg.connect(self.options.postgres_url, timeout=5)
-            await connection.close()
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise BenchError(f"PostgreSQL at {self.options.postgres_url}: {exc}") from exc
-        redis = Redis.from_url(self.options.redis_url, socket_connect_timeout=5)
-        try:
-            await redis.ping()
-        except Exception as exc:
-            raise BenchError(f"Redis at {self.options.redis_url}: {exc}") from exc
-        finally:
-            await redis.aclose()
-
-    def stream(self, name: str) -> str:
-        return f"bench:{self.run_id}:{name}"
-
-    async def clear_redis(self, streams: bool) -> None:
-        """Forget the global keys (lease, pending marks, monitor states) of any earlier run
-        and, at the end, this run's streams."""
-        redis = Redis.from_url(self.options.redis_url)
-        try:
-            names: list[str] = list(GLOBAL_KEYS)
-            for pattern in GLOBAL_PATTERNS + ((f"bench:{self.run_id}:*",) if streams else ()):
-                names += [key.decode() async for key in redis.scan_iter(pattern, count=5000)]
-            for start in range(0, len(names), 5000):
-                await redis.delete(*names[start : start + 5000])
-        finally:
-            await redis.aclose()
 
     def start_receiver(self) -> None:
         self.receiver_port = free_port()
@@ -169,14 +144,14 @@ class Run:
             ],
         )
 
-    def pipeline_env(self) -> dict[str, str]:
+    def runstate_env(self) -> dict[str, str]:
+        """The environment of every runstate process: default settings, but for loopback
+        targets, short intervals, the mode's database and queue, and `--env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTATE_", "SMTP_"))}
+        for name in ("ADMIN_EMAIL", "ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL", "REDIS_ADDR"):
+            env.pop(name, None)
+        env.update(self.mode.env())
         env.update(
-            DATABASE_URL=self.database_url,
-            REDIS_URL=self.options.redis_url,
-            MONITORING_STREAM=self.stream("monitoring"),
-            STATUS_CHANGE_STREAM=self.stream("status-change"),
-            NOTIFICATION_STREAM=self.stream("notification"),
             ALLOW_PRIVATE_TARGETS="true",
             MIN_CHECK_INTERVAL_SECONDS="1",
             HOST="127.0.0.1",
@@ -186,63 +161,37 @@ class Run:
             NOTIFY_RETRY_BASE_SECONDS="0.1",
             RUNSTATE_DATA_DIR=str(self.work_dir / "data"),
         )
-        for name in ("ADMIN_EMAIL", "ADMIN_PASSWORD", "REDIS_ADDR"):
-            env.pop(name, None)
         env.update(self.options.env)
         return env
 
-    def start_pipeline(self) -> None:
-        env = self.pipeline_env()
-        commands = [("scheduler", "scheduler", ["scheduler"])]
-        commands += [
-            ("worker-monitoring", f"worker-monitoring-{n}", ["worker", "monitoring"])
-            for n in range(self.preset.workers)
-        ]
-        commands += [
-            ("worker-status-change", "worker-status-change", ["worker", "status-change"]),
-            ("worker-notification", "worker-notification", ["worker", "notification"]),
-        ]
-        for kind, name, argv in commands:
-            port = free_port()
-            self.metrics_ports[name] = port
-            self.children.start(
-                kind,
-                name,
-                [sys.executable, "-m", "runstate", *argv],
-                {**env, "METRICS_PORT": str(port)},
-            )
+    def ensure_runstate_alive(self) -> None:
+        self.children.ensure_alive(self.mode.kinds)
 
-    async def wait_pipeline_ready(self, session: aiohttp.ClientSession) -> None:
+    async def wait_runstate_ready(self, session: aiohttp.ClientSession) -> None:
         deadline = time.monotonic() + 60
         while True:
-            self.children.ensure_alive(PIPELINE_KINDS)
-            scrapes = {n: await measure.scrape(session, p) for n, p in self.metrics_ports.items()}
-            answering = all(scrapes.values())
-            if answering and measure.counter([scrapes["scheduler"]], "runstate_scheduler_active"):
+            self.ensure_runstate_alive()
+            scrapes = [await measure.scrape(session, p) for p in self.metrics_ports.values()]
+            answering = all(scrapes)
+            if answering and measure.counter(scrapes, "runstate_scheduler_active"):
                 return
             if time.monotonic() > deadline:
                 what = "the scheduler did not get its lease" if answering else "no metrics"
-                raise BenchError(f"the pipeline did not start within 60 s: {what}")
+                raise BenchError(f"runstate did not start within 60 s: {what}")
             await asyncio.sleep(0.2)
 
     async def wait_first_checks(self) -> None:
         """Until every monitor has been checked once: its status is known, so a flip opens
         an incident, and the start-up (states seeded from the database) is behind."""
         deadline = time.monotonic() + 2 * self.preset.interval + 120
-        connection = await asyncpg.connect(self.database_url, timeout=10)
-        try:
-            while True:
-                self.children.ensure_alive(PIPELINE_KINDS)
-                left = await connection.fetchval(
-                    "SELECT count(*) FROM websites WHERE last_checked_at IS NULL"
-                )
-                if left == 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{left} monitors were never checked")
-                await asyncio.sleep(0.25)
-        finally:
-            await connection.close()
+        while True:
+            self.ensure_runstate_alive()
+            left = await self.mode.store.unchecked_monitors()
+            if left == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{left} monitors were never checked")
+            await asyncio.sleep(0.25)
 
     # --- the measured window --------------------------------------------------------------
 
@@ -263,7 +212,7 @@ class Run:
 
     async def sleep_until(self, moment: float) -> None:
         while (left := moment - time.time()) > 0:
-            self.children.ensure_alive(PIPELINE_KINDS)
+            self.ensure_runstate_alive()
             await asyncio.sleep(min(left, 1.0))
 
     async def flip_cycles(self) -> list[measure.Flip]:
@@ -291,30 +240,23 @@ class Run:
 
         assert self.farm is not None
         farm = self.farm
-        groups: dict[str, Callable[[], list[int]]] = {k: of(k) for k in PIPELINE_KINDS}
+        groups: dict[str, Callable[[], list[int]]] = {k: of(k) for k in self.mode.kinds}
         groups[f"farm ({farm.kind})"] = farm.pids
         groups["webhook receiver"] = of("receiver")
-        groups["postgres: backends of the bench db"] = lambda: postgres_pids(self.dbname)[
-            "backends"
-        ]
-        groups["postgres: autovacuum in the bench db"] = lambda: postgres_pids(self.dbname)[
-            "autovacuum"
-        ]
-        groups["postgres: background (shared)"] = lambda: postgres_pids(self.dbname)["background"]
-        groups["redis-server (whole server)"] = lambda: pids_named("redis-server")
+        groups.update(self.mode.service_pids())
         groups["bench harness"] = lambda: [os.getpid()]
         return groups
 
     async def measured_window(self, session: aiohttp.ClientSession) -> dict[str, Any]:
         groups = self.pid_groups()
-        services_before = await self.services_identity()
+        services_before = await self.mode.service_identities()
         before_cpu, busy_before = cpu_snapshot(groups), busy_cpu_seconds()
         before = {n: await measure.scrape(session, p) for n, p in self.metrics_ports.items()}
-        stores_before = await self.store_counters()
+        stores_before = await self.mode.counters()
         self.window.start = time.time()
         self.window.end = self.window.start + self.preset.duration
         watcher = measure.IncidentWatcher(
-            self.database_url, datetime.fromtimestamp(self.window.start, UTC) - timedelta(60)
+            self.mode.store, datetime.fromtimestamp(self.window.start, UTC) - timedelta(60)
         )
         stop = asyncio.Event()
         watching = asyncio.create_task(watcher.run(stop))
@@ -324,19 +266,23 @@ class Run:
             after_cpu, busy_after = cpu_snapshot(groups), busy_cpu_seconds()
             usage = usage_between(before_cpu, after_cpu)  # peaks read while they still run
             after = {n: await measure.scrape(session, p) for n, p in self.metrics_ports.items()}
-            stores_after = await self.store_counters()
+            stores_after = await self.mode.counters()
             await asyncio.sleep(DRAIN_SECONDS)  # the last batches commit, the last alerts land
         finally:
             stop.set()
             await watching
         arrivals = await self.receiver_log(session)
         await self.finish_profiles(profiles)
-        services_after = await self.services_identity()
+        services_after = await self.mode.service_identities()
         self.environment = {
             "machine_busy_cores": (busy_after - busy_before) / self.window.seconds,
             "run_cores": sum(u.cpu_seconds for u in usage) / self.window.seconds,
-            "postgres_restarted": services_before[0] != services_after[0],
-            "redis_restarted": services_before[1] != services_after[1],
+            # A restart during the window means the run measured a fault, not runstate.
+            "services_restarted": [
+                name
+                for name, identity in services_before.items()
+                if services_after.get(name) != identity
+            ],
             "load_average": os.getloadavg(),
         }
         return {
@@ -347,32 +293,6 @@ class Run:
             "scrapes": (before, after),
             "stores": (stores_before, stores_after),
         }
-
-    async def store_counters(self) -> dict[str, dict[str, int]]:
-        redis = Redis.from_url(self.options.redis_url)
-        try:
-            calls = await measure.redis_calls(redis)
-        finally:
-            await redis.aclose()
-        return {"postgres": await measure.database_counters(self.database_url), "redis": calls}
-
-    async def services_identity(self) -> tuple[str, str]:
-        """When PostgreSQL started and which Redis this is: a change during the window means
-        a restart, which the report flags (such a run measured a fault, not the pipeline)."""
-        postgres = redis_id = ""
-        with contextlib.suppress(Exception):
-            connection = await asyncpg.connect(self.options.postgres_url, timeout=5)
-            try:
-                postgres = str(await connection.fetchval("SELECT pg_postmaster_start_time()"))
-            finally:
-                await connection.close()
-        with contextlib.suppress(Exception):
-            redis = Redis.from_url(self.options.redis_url, socket_connect_timeout=5)
-            try:
-                redis_id = str((await redis.info("server")).get("run_id"))
-            finally:
-                await redis.aclose()
-        return postgres, redis_id
 
     async def receiver_log(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
         async with session.get(f"http://127.0.0.1:{self.receiver_port}/_log") as answer:
@@ -389,9 +309,7 @@ class Run:
             self.profiles = {"error": "py-spy is not installed (pip install py-spy)"}
             say("--profile: py-spy is not installed; no profiles")
             return []
-        targets = {
-            c.name: c.pid for c in self.children.started if c.kind in PIPELINE_KINDS and c.alive()
-        }
+        targets = {c.name: c.pid for c in self.runstate_children() if c.alive()}
         directory = self.options.results_dir / f"profiles-{self.preset.name}-{self.run_id}"
         return await profile.start(binary, targets, self.preset.duration, directory)
 
@@ -401,13 +319,22 @@ class Run:
 
     # --- after the window ---------------------------------------------------------------
 
-    async def stop_pipeline(self) -> None:
-        children = [c for c in self.children.started if c.kind in PIPELINE_KINDS]
-        await asyncio.to_thread(self.children.stop_many, children, 30.0)
+    def runstate_children(self) -> list[Child]:
+        return [c for c in self.children.started if c.kind in self.mode.kinds]
+
+    def rss_by_kind(self) -> dict[str, int]:
+        """The largest resident set of each kind of runstate process now, in KiB."""
+        sizes: dict[str, int] = {}
+        for child in self.runstate_children():
+            sizes[child.kind] = max(sizes.get(child.kind, 0), rss_kib(child.pid) or 0)
+        return sizes
+
+    async def stop_runstate(self) -> None:
+        await asyncio.to_thread(self.children.stop_many, self.runstate_children(), 30.0)
 
     async def peers(self) -> dict[str, Any]:
         """The client ceiling, then the blackbox exporter, one after the other on the same
-        farm, with every target up and the pipeline stopped."""
+        farm, with every target up and runstate stopped."""
         assert self.farm is not None
         urls_file = self.work_dir / "urls.txt"
         count = min(len(self.website_ids), 10_000)
@@ -510,59 +437,54 @@ class Run:
             await self.cleanup()
 
     async def _execute(self) -> dict[str, Any]:
-        preset = self.preset
-        await self.check_services()
+        preset, mode = self.preset, self.mode
         say(
-            f"preset {preset.name}: {preset.monitors} monitors every {preset.interval} s,"
-            f" {preset.workers} monitoring worker(s), window {preset.duration:g} s"
+            f"preset {preset.name}, {mode.name} mode: {preset.monitors} monitors every"
+            f" {preset.interval} s, {preset.workers} monitoring worker(s),"
+            f" window {preset.duration:g} s"
         )
         self.farm = start_farm(
             self.children, self.work_dir, self.options.farm, preset.farm_processes, 1
         )
         self.start_receiver()
-        self.database_url = await create_database(self.options.postgres_url, self.dbname)
-        await asyncio.gather(migrate(self.database_url, {}), self.clear_redis(streams=False))
-        await measure.install_incident_trigger(self.database_url)
+        await mode.prepare()
         self.mark("migrated")
-        # The processes import while the monitors are inserted; the scheduler picks them up
-        # on its next poll, as it would monitors added through the API.
-        self.start_pipeline()
+        self.metrics_ports = mode.start(self.children, self.runstate_env())
         await self.farm.wait_ready()
-        urls = [self.farm.url(i) for i in range(preset.monitors)]
-        seeded = await seed(
-            self.database_url,
-            urls,
+        rows = seed_rows(
+            [self.farm.url(i) for i in range(preset.monitors)],
             interval_seconds=preset.interval,
             timeout_ms=preset.timeout_ms,
             webhook_url=f"http://127.0.0.1:{self.receiver_port}/hook",
             webhook_secret=self.webhook_secret,
         )
-        self.website_ids = seeded.website_ids
-        self.mark("seeded")
-        say(
-            f"farm: {self.farm.kind}; {preset.monitors} monitors in {self.dbname}; pipeline up next"
-        )
         async with aiohttp.ClientSession() as session:
-            await self.wait_pipeline_ready(session)
+            await self.wait_runstate_ready(session)
             self.mark("pipeline_ready")
-            say("pipeline ready; waiting for every monitor's first check")
+            # Before there is any monitor: what each process holds per monitor is then its
+            # peak above this, divided by the monitors.
+            self.idle_rss_kib = self.rss_by_kind()
+            await mode.store.seed(rows)
+            self.website_ids = rows.website_ids
+            self.mark("seeded")
+            say(
+                f"farm: {self.farm.kind}; {preset.monitors} monitors in"
+                f" {mode.store.description}; waiting for every monitor's first check"
+            )
             await self.wait_first_checks()
             self.mark("first_checks_done")
             say("every monitor checked once: measuring")
             window = await self.measured_window(session)
             self.mark("window_done")
-        await self.stop_pipeline()
-        self.logs = {
-            c.name: log_digest(c) for c in self.children.started if c.kind in PIPELINE_KINDS
-        }
-        rows = await measure.check_rows(
-            self.database_url,
+        await self.stop_runstate()
+        self.logs = {c.name: log_digest(c) for c in self.runstate_children()}
+        checks = await mode.store.check_rows(
             datetime.fromtimestamp(self.window.start, UTC),
             datetime.fromtimestamp(self.window.end, UTC) + timedelta(seconds=preset.interval),
         )
         peers = await self.peers()
         self.mark("peers_done")
-        return self.analyse(window, rows, peers, seeded.users)
+        return self.analyse(window, checks, peers, len(rows.users))
 
     def analyse(
         self, window: dict[str, Any], rows: list[Any], peers: dict[str, Any], users: int
@@ -587,14 +509,11 @@ class Run:
 
     async def cleanup(self) -> None:
         await asyncio.to_thread(self.children.stop_all)
-        if self.options.keep:
-            say(f"kept: database {self.dbname}, streams bench:{self.run_id}:*, {self.work_dir}")
-            return
         with contextlib.suppress(Exception):
-            await self.clear_redis(streams=True)
-        if self.database_url:
-            with contextlib.suppress(Exception):
-                await drop_database(self.options.postgres_url, self.dbname)
+            await self.mode.finish(keep=self.options.keep)
+        if self.options.keep:
+            say(f"kept: {self.mode.kept()}; {self.work_dir}")
+            return
         if self.failed:
             say(f"the processes' logs are kept in {self.work_dir}")
         else:
@@ -603,13 +522,22 @@ class Run:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Benchmark runstate's distributed pipeline."
+        prog="python -m bench",
+        description="Benchmark runstate: its distributed pipeline or `runstate up`.",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        help="distributed: separate processes on PostgreSQL and Redis; up: `runstate up`, one"
+        " process on SQLite and the in-process queue (default: the preset's)",
+    )
     parser.add_argument("--monitors", type=int, help="override the preset's monitor count")
     parser.add_argument("--interval", type=int, help="seconds between checks of a monitor")
     parser.add_argument("--duration", type=float, help="seconds of the measured window")
-    parser.add_argument("--workers", type=int, help="monitoring worker processes")
+    parser.add_argument(
+        "--workers", type=int, help="monitoring worker processes (distributed mode only)"
+    )
     parser.add_argument("--down-share", type=float, help="share of targets flipped per cycle")
     parser.add_argument("--peer-seconds", type=float, help="seconds of each peer's measurement")
     parser.add_argument("--farm", choices=["auto", "nginx", "aiohttp"], default="auto")
@@ -618,10 +546,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a setting for every pipeline process (e.g. CONSUMER_BATCH_SIZE=200)",
+        help="a setting for every runstate process (e.g. CONSUMER_BATCH_SIZE=200)",
     )
     parser.add_argument("--no-blackbox", action="store_true", help="skip the blackbox exporter")
-    parser.add_argument("--profile", action="store_true", help="py-spy the pipeline's processes")
+    parser.add_argument("--profile", action="store_true", help="py-spy runstate's processes")
     parser.add_argument(
         "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     )
@@ -634,6 +562,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     overrides = {
         name: value
         for name, value in (
+            ("mode", args.mode),
             ("monitors", args.monitors),
             ("interval", args.interval),
             ("duration", args.duration),
@@ -643,9 +572,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         )
         if value is not None
     }
+    preset = replace(preset, **overrides)
+    if preset.mode == "up":  # one process: its monitoring part is the one worker
+        if args.workers not in (None, 1):
+            parser.error("--workers: `runstate up` is one process; use --mode distributed")
+        preset = replace(preset, workers=1)
     env = dict(item.split("=", 1) for item in args.env)
     return Options(
-        preset=replace(preset, **overrides),
+        preset=preset,
         postgres_url=args.postgres_url,
         redis_url=args.redis_url,
         farm=args.farm,
