@@ -1,10 +1,10 @@
 """Stage 2 — check job -> result -> status change (worker-monitoring).
 
 For a batch of due checks: run them concurrently (bounded), write every result to the
-database in one transaction (as one array per column on PostgreSQL), then apply each result to its monitor's
-state; a result that confirms a change emits the status-change event in the same atomic step
-(`MonitorStates.apply`). The batch is acknowledged only after all of that: a crash at any
-point leaves the entries pending, and they are checked again.
+database in one transaction (on PostgreSQL as one array per column), then apply each result
+to its monitor's state; a result that confirms a change emits the status-change event in the
+same atomic step (`MonitorStates.apply`). The batch is acknowledged only after all of that:
+a crash at any point leaves the entries pending, and they are checked again.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Every enabled channel of the monitor's owner whose `notify_on` matches gets the alert once:
 the delivery is claimed by a row in `notification_logs`, unique per (incident, channel,
-event), before anything is sent. A redelivered alert finds the row: `sent`, `dead` and
-`suppressed` rows are final; a row left mid-way by a crashed worker is delivered again with
-the same message id (the webhook-id), so a receiver can drop the repeat.
+event), before anything is sent, and taken by the alert's stream entry (`take_delivery`),
+so a second copy of the alert on another worker does not send it too. A redelivered alert
+finds the row: `sent`, `dead` and `suppressed` rows are final; a row left mid-way by a
+crashed worker is delivered again, when its entry comes back, with the same message id (the
+webhook-id), so a receiver can drop the repeat.
 
 Transient failures retry with exponential backoff and full jitter (honouring `Retry-After`),
 up to `NOTIFY_MAX_ATTEMPTS`; a permanent failure, or the last one, is written to the
@@ -20,7 +22,7 @@ import asyncio
 import logging
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -34,12 +36,16 @@ from runstate.pipeline.flapping import claim_due_summaries, ensure_summary_pendi
 from runstate.queue.base import Entry, StreamQueue
 from runstate.runtime import sleep_unless_stopped
 from runstate.settings import Settings
-from runstate.storage.notification_log import claim_delivery, message_id
+from runstate.storage.notification_log import (
+    FINAL_STATES,
+    claim_delivery,
+    message_id,
+    take_delivery,
+)
 from runstate.storage.tables import AlertChannel, NotificationLog, Website
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = {"sent", "dead", "suppressed"}
 NOTIFY_ON = {AlertEvent.DOWN: ("DOWN", "BOTH"), AlertEvent.RECOVERY: ("RECOVERY", "BOTH")}
 
 
@@ -57,31 +63,30 @@ class NotificationStage:
     channels: dict[str, Channel]
     settings: Settings
     metrics: PipelineMetrics
-    # Alerts (incident, event) this worker is delivering right now. A status change that was
-    # forwarded twice puts two identical entries on the stream, often in one batch; the
-    # second is dropped here instead of racing the first to the receiver.
-    _in_flight: set[tuple[uuid.UUID, str]] = field(default_factory=set, init=False)
 
     @property
     def dead_letter_stream(self) -> str:
         return self.settings.dead_letter_stream
+
+    @property
+    def abandoned_after(self) -> timedelta:
+        """Longer than any delivery takes, every attempt and backoff included: a claim this
+        old was left by a worker that died."""
+        settings = self.settings
+        return timedelta(
+            seconds=settings.NOTIFY_MAX_ATTEMPTS
+            * (settings.NOTIFY_RETRY_MAX_SECONDS + settings.WEBHOOK_TIMEOUT_SECONDS)
+        )
 
     async def handle(self, entry: Entry) -> None:
         try:
             alert = Alert.from_fields(entry.fields)
         except MalformedEntry as exc:
             raise PermanentFailure(f"malformed alert: {exc}") from None
-        key = (alert.incident_id, alert.event.value)
-        if key in self._in_flight:
-            return  # a duplicate of an alert being delivered now; that one settles it
-        self._in_flight.add(key)
-        try:
-            website, channels = await self._audience(alert)
-            if website is None:
-                return  # the monitor was deleted: nobody to tell
-            await asyncio.gather(*(self._deliver(alert, website, c) for c in channels))
-        finally:
-            self._in_flight.discard(key)
+        website, channels = await self._audience(alert)
+        if website is None:
+            return  # the monitor was deleted: nobody to tell
+        await asyncio.gather(*(self._deliver(entry.id, alert, website, c) for c in channels))
 
     async def _audience(self, alert: Alert) -> tuple[Website | None, list[AlertChannel]]:
         async with self.sessions() as session:
@@ -97,10 +102,14 @@ class NotificationStage:
             )
             return website, list(channels)
 
-    async def _deliver(self, alert: Alert, website: Website, channel: AlertChannel) -> None:
+    async def _deliver(
+        self, entry_id: str, alert: Alert, website: Website, channel: AlertChannel
+    ) -> None:
         row = await claim_delivery(self.sessions, alert, channel)
         if row.delivery_status in FINAL_STATES:
             return  # delivered (or settled) before: exactly once
+        if not await take_delivery(self.sessions, row.id, entry_id, self.abandoned_after):
+            return  # settled meanwhile, or another copy of this alert is delivering it
         if await self._is_flapping(channel, website, row):
             await self._set(row.id, delivery_status="suppressed")
             self.metrics.alerts.labels(channel.type, "suppressed").inc()
@@ -120,10 +129,7 @@ class NotificationStage:
         window = self.settings.ALERT_FLAP_WINDOW_SECONDS
         while not await sleep_unless_stopped(stop, min(15.0, window / 4)):
             try:
-                # A claim outlives every delivery attempt and backoff only if its worker died.
-                abandoned_after = self.settings.NOTIFY_MAX_ATTEMPTS * (
-                    self.settings.NOTIFY_RETRY_MAX_SECONDS + self.settings.WEBHOOK_TIMEOUT_SECONDS
-                )
+                abandoned_after = self.abandoned_after.total_seconds()
                 for due in await claim_due_summaries(self.sessions, window, abandoned_after):
                     await self.attempt_until_settled(
                         due.log_id, due.attempts, due.channel, due.delivery

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,6 +54,41 @@ async def claim_delivery(
         )
     assert row is not None
     return row
+
+
+FINAL_STATES = ("sent", "dead", "suppressed")
+
+
+async def take_delivery(
+    sessions: async_sessionmaker[AsyncSession],
+    log_id: uuid.UUID,
+    entry_id: str,
+    abandoned_after: timedelta,
+) -> bool:
+    """Whether the alert entry ``entry_id`` may deliver the row: it is not settled, and no
+    other entry is delivering it (unless that claim is older than ``abandoned_after``).
+
+    A status change forwarded twice puts two copies of an alert on the stream, and two
+    workers may take them at once. The copy that finds the row claimed by the other entry
+    leaves it alone: that entry is acknowledged only once the row is settled, and comes
+    back to a worker (with the same id, which may go on) if its own worker dies.
+    """
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        taken = await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.id == log_id,
+                NotificationLog.delivery_status.not_in(FINAL_STATES),
+                or_(
+                    NotificationLog.claimed_by.is_(None),
+                    NotificationLog.claimed_by == entry_id,
+                    NotificationLog.claimed_at < now - abandoned_after,
+                ),
+            )
+            .values(claimed_by=entry_id, claimed_at=now)
+        )
+    return getattr(taken, "rowcount", 0) == 1
 
 
 def message_id(log_id: uuid.UUID) -> str:

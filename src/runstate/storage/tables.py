@@ -222,8 +222,11 @@ class NotificationLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
-    # When a worker took a flapping summary to send it; a claim older than any delivery can
-    # take means the worker died, and the summary is due again.
+    # Who is delivering the row, and since when: the stream entry of the alert (a second
+    # copy of the same alert, on another entry, leaves the delivery to the first), or for a
+    # flapping summary, the sweeper. A claim older than any delivery can take was left by a
+    # worker that died, and may be taken over.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
