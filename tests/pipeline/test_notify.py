@@ -29,7 +29,7 @@ from runstate.pipeline.notify import NotificationStage
 from runstate.queue.backend import QueueBackend, open_backend
 from runstate.queue.base import Entry
 from runstate.storage.db import create_engine, session_factory
-from runstate.storage.notification_log import claim_delivery, message_id, take_delivery
+from runstate.storage.notification_log import Take, claim_delivery, message_id, take_delivery
 from runstate.storage.tables import AlertChannel, Incident, NotificationLog, User, Website
 from tests.pipeline.conftest import (
     Hook,
@@ -376,41 +376,38 @@ async def test_two_copies_of_one_alert_on_two_workers_at_once_send_it_once(
     hook = setup.receiver.hook((429, {"Retry-After": "1"}))
     channel = await webhook(setup, monitor.owner, hook)
     fields = alert_for(monitor).to_fields()
-    first = asyncio.create_task(
-        setup.stage(NOTIFY_RETRY_MAX_SECONDS=5.0).handle(Entry("1-0", fields))
-    )
+    first, second = setup.stage(NOTIFY_RETRY_MAX_SECONDS=5.0), setup.stage()
+    # A lease shorter than the first worker's wait for Retry-After: only its renewals keep
+    # the second from taking the delivery over.
+    first.claim_lease = second.claim_lease = timedelta(seconds=0.3)
+    delivering = asyncio.create_task(first.handle(Entry("1-0", fields)))
 
     async def first_attempt_made() -> bool:
         return len(hook.requests) == 1
 
     await eventually(first_attempt_made)
-    # The first worker now waits out Retry-After; the second copy arrives on another one.
-    await setup.stage().handle(Entry("2-0", fields))
-    assert len(hook.requests) == 1
-    await first
+    # The first worker now waits out Retry-After; the second copy arrives on another one,
+    # and returns (to be acknowledged) only once the first has settled the delivery.
+    await second.handle(Entry("2-0", fields))
+    assert delivering.done()
+    await delivering
 
-    assert [r.headers["webhook-id"] for r in hook.requests] == [
-        hook.requests[0].headers["webhook-id"]
-    ] * 2
+    assert len(hook.requests) == 2
+    assert hook.requests[0].headers["webhook-id"] == hook.requests[1].headers["webhook-id"]
     [log] = await setup.logs(channel)
     assert (log.delivery_status, log.attempts, log.claimed_by) == ("sent", 2, "1-0")
-    await setup.stage().handle(Entry("2-0", fields))  # the copy redelivered: still nothing
-    assert len(hook.requests) == 2
 
 
-async def test_a_delivery_whose_entry_was_lost_long_ago_is_sent_by_another_copy(
-    setup: Setup,
-) -> None:
+async def test_a_copy_takes_over_a_delivery_whose_worker_died(setup: Setup) -> None:
     monitor = await down_monitor(setup.db)
     hook = setup.receiver.hook()
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
-    row = await claim_delivery(setup.db.sessions, alert, channel)
-    assert await take_delivery(setup.db.sessions, row.id, "9-0", timedelta(hours=1))
     stage = setup.stage()
-    # Taken by an entry whose worker died, and older than any delivery can take.
-    stale = datetime.now(UTC) - stage.abandoned_after - timedelta(seconds=1)
-    await setup.db.update(NotificationLog, row.id, claimed_at=stale)
+    stage.claim_lease = timedelta(seconds=0.3)
+    # The worker holding the other copy took the delivery, then died: no more renewals.
+    row = await claim_delivery(setup.db.sessions, alert, channel)
+    assert await take_delivery(setup.db.sessions, row.id, "9-0", stage.claim_lease) is Take.TAKEN
 
     await stage.handle(entry(alert))
 
@@ -431,7 +428,8 @@ async def test_a_delivery_left_unsettled_by_a_crashed_worker_is_sent_on_redelive
     # What a worker that died mid-delivery leaves: the row claimed and taken by the alert's
     # entry, maybe one failed attempt. The entry comes back to a worker with the same id.
     row = await claim_delivery(setup.db.sessions, alert, channel)
-    assert await take_delivery(setup.db.sessions, row.id, "1-0", timedelta(hours=1))
+    taken = await take_delivery(setup.db.sessions, row.id, "1-0", timedelta(hours=1))
+    assert taken is Take.TAKEN
     attempts = 1 if left_as == "failed" else 0
     await setup.db.update(NotificationLog, row.id, delivery_status=left_as, attempts=attempts)
 

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -259,6 +259,27 @@ async def test_created_paused_changed_and_deleted_monitors_take_effect_within_tw
         return any(s.enqueued_ms >= resumed_at for s in worker.of(paused.id))
 
     await eventually(resumed, timeout=2 * POLL + 1 + 0.5)
+
+
+async def test_a_monitor_committed_with_an_old_change_time_is_still_scheduled(
+    setup: Setup,
+) -> None:
+    [early] = await setup.monitors(1)
+    worker = setup.worker()
+    setup.start(setup.scheduler().run)
+
+    async def early_scheduled() -> bool:
+        return bool(worker.of(early.id))
+
+    await eventually(early_scheduled, timeout=3)
+    # A transaction that committed long after it stamped its row (a writer held up, or an
+    # API process whose clock is behind): older than anything a change query looks for.
+    [late] = await setup.monitors(1, updated_at=datetime.now(UTC) - timedelta(hours=1))
+
+    async def late_scheduled() -> bool:
+        return bool(worker.of(late.id))
+
+    await eventually(late_scheduled, timeout=2 * POLL + 1 + 0.5)
 
 
 async def test_a_monitor_whose_check_is_still_pending_is_not_enqueued_again(

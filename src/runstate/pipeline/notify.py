@@ -2,11 +2,12 @@
 
 Every enabled channel of the monitor's owner whose `notify_on` matches gets the alert once:
 the delivery is claimed by a row in `notification_logs`, unique per (incident, channel,
-event), before anything is sent, and taken by the alert's stream entry (`take_delivery`),
-so a second copy of the alert on another worker does not send it too. A redelivered alert
-finds the row: `sent`, `dead` and `suppressed` rows are final; a row left mid-way by a
-crashed worker is delivered again, when its entry comes back, with the same message id (the
-webhook-id), so a receiver can drop the repeat.
+event), before anything is sent, and held by the alert's stream entry while it is
+delivered (`take_delivery`, renewed every few seconds): a second copy of the alert, on
+another worker, waits until the row is settled instead of sending it too, and takes it over
+if the holder's claim lapses. A redelivered alert finds the row: `sent`, `dead` and
+`suppressed` rows are final; a row left mid-way by a crashed worker is delivered again with
+the same message id (the webhook-id), so a receiver can drop the repeat.
 
 Transient failures retry with exponential backoff and full jitter (honouring `Retry-After`),
 up to `NOTIFY_MAX_ATTEMPTS`; a permanent failure, or the last one, is written to the
@@ -22,6 +23,8 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,8 +41,10 @@ from runstate.runtime import sleep_unless_stopped
 from runstate.settings import Settings
 from runstate.storage.notification_log import (
     FINAL_STATES,
+    Take,
     claim_delivery,
     message_id,
+    renew_claim,
     take_delivery,
 )
 from runstate.storage.tables import AlertChannel, NotificationLog, Website
@@ -47,6 +52,7 @@ from runstate.storage.tables import AlertChannel, NotificationLog, Website
 log = logging.getLogger(__name__)
 
 NOTIFY_ON = {AlertEvent.DOWN: ("DOWN", "BOTH"), AlertEvent.RECOVERY: ("RECOVERY", "BOTH")}
+CLAIM_LEASE = timedelta(seconds=30)
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
@@ -63,6 +69,9 @@ class NotificationStage:
     channels: dict[str, Channel]
     settings: Settings
     metrics: PipelineMetrics
+    # A claim on a delivery not renewed for this long was left by a worker that died (or
+    # whose event loop stalled that long); holders renew it three times as often.
+    claim_lease: timedelta = CLAIM_LEASE
 
     @property
     def dead_letter_stream(self) -> str:
@@ -86,7 +95,15 @@ class NotificationStage:
         website, channels = await self._audience(alert)
         if website is None:
             return  # the monitor was deleted: nobody to tell
-        await asyncio.gather(*(self._deliver(entry.id, alert, website, c) for c in channels))
+        # Every channel's delivery runs to its end, even when another one fails: none is
+        # left running, unowned, while the entry goes back to the stream.
+        outcomes = await asyncio.gather(
+            *(self._deliver(entry.id, alert, website, c) for c in channels),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _audience(self, alert: Alert) -> tuple[Website | None, list[AlertChannel]]:
         async with self.sessions() as session:
@@ -108,8 +125,39 @@ class NotificationStage:
         row = await claim_delivery(self.sessions, alert, channel)
         if row.delivery_status in FINAL_STATES:
             return  # delivered (or settled) before: exactly once
-        if not await take_delivery(self.sessions, row.id, entry_id, self.abandoned_after):
-            return  # settled meanwhile, or another copy of this alert is delivering it
+        if await self._wait_to_take(row.id, entry_id) is Take.SETTLED:
+            return
+        async with self._holding(row.id, entry_id):
+            await self._deliver_taken(row, alert, website, channel)
+
+    async def _wait_to_take(self, log_id: uuid.UUID, entry_id: str) -> Take:
+        while True:
+            taken = await take_delivery(self.sessions, log_id, entry_id, self.claim_lease)
+            if taken is not Take.HELD:
+                return taken
+            # Another copy of this alert is being delivered: its outcome settles this one
+            # too. Until then this entry stays unacknowledged, in case that worker dies.
+            await asyncio.sleep(self.claim_lease.total_seconds() / 6)
+
+    @asynccontextmanager
+    async def _holding(self, log_id: uuid.UUID, entry_id: str) -> AsyncIterator[None]:
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.claim_lease.total_seconds() / 3)
+                with suppress(Exception):  # a missed renewal is made up by the next one
+                    await renew_claim(self.sessions, log_id, entry_id)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _deliver_taken(
+        self, row: NotificationLog, alert: Alert, website: Website, channel: AlertChannel
+    ) -> None:
         if await self._is_flapping(channel, website, row):
             await self._set(row.id, delivery_status="suppressed")
             self.metrics.alerts.labels(channel.type, "suppressed").inc()
@@ -238,9 +286,15 @@ class NotificationStage:
         )
 
     async def _set(self, log_id: uuid.UUID, **values: object) -> None:
+        # A settled row stays settled, whoever else still works on it.
         async with self.sessions() as session, session.begin():
             await session.execute(
-                update(NotificationLog).where(NotificationLog.id == log_id).values(**values)
+                update(NotificationLog)
+                .where(
+                    NotificationLog.id == log_id,
+                    NotificationLog.delivery_status.not_in(FINAL_STATES),
+                )
+                .values(**values)
             )
 
     async def _disable(self, channel_id: uuid.UUID, reason: str) -> None:

@@ -134,7 +134,7 @@ class Scheduler:
     plans: dict[uuid.UUID, _Plan] = field(default_factory=dict)
     _heap: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     _paused: set[uuid.UUID] = field(default_factory=set)
-    _settings: weakref.WeakValueDictionary[_CheckSettings, _CheckSettings] = field(
+    _settings: weakref.WeakValueDictionary[tuple[Any, ...], _CheckSettings] = field(
         default_factory=weakref.WeakValueDictionary
     )
     _seen_count: int = -1
@@ -209,10 +209,17 @@ class Scheduler:
             async for chunk in rows.partitions():
                 self._apply_changes(chunk)
             gone: list[uuid.UUID] = []
-            if count != len(self.plans) + len(self._paused):  # some were deleted: find which
+            if count != len(self.plans) + len(self._paused):
+                # Some were deleted, or committed so late that the query above missed them:
+                # find which, so that the counts agree again.
                 existing = set(await session.scalars(select(Website.id)))
                 gone = [website_id for website_id in self.plans if website_id not in existing]
                 self._paused &= existing
+                missed = list(existing.difference(self.plans, self._paused))
+                for start in range(0, len(missed), self.options.load_chunk):
+                    ids = missed[start : start + self.options.load_chunk]
+                    late = await session.execute(select(*_PLAN_COLUMNS).where(Website.id.in_(ids)))
+                    self._apply_changes(list(late))
         for website_id in gone:
             del self.plans[website_id]
         if gone:  # their marks would otherwise stay in the pending hash for good
@@ -239,17 +246,21 @@ class Scheduler:
             heapq.heappush(self._heap, (due, website.id))
 
     def _shared_settings(self, website: Any) -> _CheckSettings:
-        settings = _CheckSettings(
-            method=website.method,
-            timeout_ms=website.timeout_ms,
-            expected_status=website.expected_status,
-            keyword=website.keyword,
-            confirmations=website.confirmations,
-            recovery_confirmations=website.recovery_confirmations,
-            interval_seconds=website.interval_seconds,
+        key = (
+            website.method,
+            website.timeout_ms,
+            website.expected_status,
+            website.keyword,
+            website.confirmations,
+            website.recovery_confirmations,
+            website.interval_seconds,
         )
-        # Held weakly: settings no plan uses any more are forgotten.
-        return self._settings.setdefault(settings, settings)
+        settings = self._settings.get(key)
+        if settings is None:
+            # Held weakly (the key is a plain tuple, not the settings): settings that no
+            # plan uses any more are forgotten.
+            settings = self._settings[key] = _CheckSettings(*key)
+        return settings
 
     async def _enqueue_due(self) -> None:
         now_ms = int(time.time() * 1000)

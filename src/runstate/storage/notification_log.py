@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -59,19 +60,25 @@ async def claim_delivery(
 FINAL_STATES = ("sent", "dead", "suppressed")
 
 
+class Take(Enum):
+    TAKEN = "taken"  # this entry delivers the row now
+    SETTLED = "settled"  # nothing left to do: the row is sent, dead or suppressed
+    HELD = "held"  # another entry is delivering it and renewed its claim within the lease
+
+
 async def take_delivery(
     sessions: async_sessionmaker[AsyncSession],
     log_id: uuid.UUID,
     entry_id: str,
-    abandoned_after: timedelta,
-) -> bool:
-    """Whether the alert entry ``entry_id`` may deliver the row: it is not settled, and no
-    other entry is delivering it (unless that claim is older than ``abandoned_after``).
+    lease: timedelta,
+) -> Take:
+    """Take the row for the alert entry ``entry_id``, unless it is settled or another entry
+    holds it: one whose claim was renewed (`renew_claim`) within ``lease``.
 
     A status change forwarded twice puts two copies of an alert on the stream, and two
-    workers may take them at once. The copy that finds the row claimed by the other entry
-    leaves it alone: that entry is acknowledged only once the row is settled, and comes
-    back to a worker (with the same id, which may go on) if its own worker dies.
+    workers may take them at once: the second finds the row held, and waits for it to be
+    settled, or for the claim to lapse (its worker died) and then takes it over. The same
+    entry coming back (reclaimed after its worker died) takes its own row again.
     """
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():
@@ -83,12 +90,29 @@ async def take_delivery(
                 or_(
                     NotificationLog.claimed_by.is_(None),
                     NotificationLog.claimed_by == entry_id,
-                    NotificationLog.claimed_at < now - abandoned_after,
+                    NotificationLog.claimed_at < now - lease,
                 ),
             )
             .values(claimed_by=entry_id, claimed_at=now)
         )
-    return getattr(taken, "rowcount", 0) == 1
+        if getattr(taken, "rowcount", 0) == 1:
+            return Take.TAKEN
+        status = await session.scalar(
+            select(NotificationLog.delivery_status).where(NotificationLog.id == log_id)
+        )
+    return Take.SETTLED if status is None or status in FINAL_STATES else Take.HELD
+
+
+async def renew_claim(
+    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, entry_id: str
+) -> None:
+    """Keep the row held by ``entry_id`` while it is being delivered."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(NotificationLog)
+            .where(NotificationLog.id == log_id, NotificationLog.claimed_by == entry_id)
+            .values(claimed_at=datetime.now(UTC))
+        )
 
 
 def message_id(log_id: uuid.UUID) -> str:

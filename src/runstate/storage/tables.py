@@ -222,10 +222,10 @@ class NotificationLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
-    # Who is delivering the row, and since when: the stream entry of the alert (a second
-    # copy of the same alert, on another entry, leaves the delivery to the first), or for a
-    # flapping summary, the sweeper. A claim older than any delivery can take was left by a
-    # worker that died, and may be taken over.
+    # Who is delivering the row, and since when: the stream entry of the alert, which
+    # renews `claimed_at` while it works (a second copy of the same alert, on another
+    # entry, waits for it); for a flapping summary only `claimed_at`, set by the sweeper.
+    # A claim that has lapsed was left by a worker that died, and may be taken over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
