@@ -405,16 +405,21 @@ async def test_a_copy_takes_over_a_delivery_whose_worker_died(setup: Setup) -> N
     alert = alert_for(monitor)
     stage = setup.stage()
     stage.claim_lease = timedelta(seconds=0.3)
-    # The worker holding the other copy took the delivery, then died: no more renewals.
+    # The worker holding the other copy took the delivery...
     row = await claim_delivery(setup.db.sessions, alert, channel)
     assert await take_delivery(setup.db.sessions, row.id, "9-0", stage.claim_lease) is Take.TAKEN
-
-    await stage.handle(entry(alert))
+    copy = asyncio.create_task(stage.handle(entry(alert)))
+    await asyncio.sleep(0.1)  # (this copy now waits for it)
+    # ... failed twice, renewing its claim, then died: no more renewals.
+    await setup.db.update(
+        NotificationLog, row.id, delivery_status="failed", attempts=2, claimed_at=datetime.now(UTC)
+    )
+    await copy
 
     [request] = hook.requests
     assert request.headers["webhook-id"] == message_id(row.id)
     [log] = await setup.logs(channel)
-    assert (log.delivery_status, log.claimed_by) == ("sent", "1-0")
+    assert (log.delivery_status, log.claimed_by, log.attempts) == ("sent", "1-0", 3)
 
 
 @pytest.mark.parametrize("left_as", ["pending", "failed"])

@@ -125,19 +125,28 @@ class NotificationStage:
         row = await claim_delivery(self.sessions, alert, channel)
         if row.delivery_status in FINAL_STATES:
             return  # delivered (or settled) before: exactly once
-        if await self._wait_to_take(row.id, entry_id) is Take.SETTLED:
+        taken = await take_delivery(self.sessions, row.id, entry_id, self.claim_lease)
+        if taken is Take.HELD:
+            taken = await self._wait_for_holder(row.id, entry_id)
+            if taken is Take.TAKEN:  # taken over: count the attempts the holder made
+                async with self.sessions() as session:
+                    reloaded = await session.get(NotificationLog, row.id)
+                if reloaded is None:
+                    return  # deleted with its monitor meanwhile
+                row = reloaded
+        if taken is Take.SETTLED:
             return
         async with self._holding(row.id, entry_id):
             await self._deliver_taken(row, alert, website, channel)
 
-    async def _wait_to_take(self, log_id: uuid.UUID, entry_id: str) -> Take:
+    async def _wait_for_holder(self, log_id: uuid.UUID, entry_id: str) -> Take:
+        """Another copy of this alert is being delivered: its outcome settles this one too.
+        Until then this entry stays unacknowledged, in case the holder's worker dies."""
         while True:
+            await asyncio.sleep(self.claim_lease.total_seconds() / 6)
             taken = await take_delivery(self.sessions, log_id, entry_id, self.claim_lease)
             if taken is not Take.HELD:
                 return taken
-            # Another copy of this alert is being delivered: its outcome settles this one
-            # too. Until then this entry stays unacknowledged, in case that worker dies.
-            await asyncio.sleep(self.claim_lease.total_seconds() / 6)
 
     @asynccontextmanager
     async def _holding(self, log_id: uuid.UUID, entry_id: str) -> AsyncIterator[None]:
