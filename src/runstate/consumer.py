@@ -1,8 +1,10 @@
 """The one consume loop every worker shares.
 
-It reads its stream through a consumer group in batches, hands each batch to the worker's
-handler with bounded concurrency, and acknowledges an entry only after the handler says its
-effects are durable. It also:
+It reads its stream through a consumer group, as many entries at a time as its read-ahead
+`Slots` have free (at most a batch), hands each batch to the worker's handler, and settles
+each entry as soon as the handler gives its verdict: an entry is acknowledged only after the
+handler says its effects are durable, and never waits for the slowest entry of its batch.
+It also:
 
 - reclaims entries left pending by a consumer that died (idle longer than `reclaim_idle`),
   while keeping its own slow entries claimed (`touch`) so nobody steals live work;
@@ -22,8 +24,8 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -47,8 +49,47 @@ class Outcome:
 
 DONE = Outcome(Verdict.DONE)
 
-BatchHandler = Callable[[Sequence[Entry]], Awaitable[dict[str, Outcome]]]
+Outcomes = dict[str, Outcome]
+# Handles a batch and yields verdicts (entry id -> outcome) as they become final, in as many
+# parts as it likes. Each part is settled at once, so one slow entry holds back no other;
+# an entry the handler never gives a verdict for is retried.
+BatchHandler = Callable[[Sequence[Entry]], AsyncGenerator[Outcomes, None]]
 EntryHandler = Callable[[Entry], Awaitable[None]]
+
+
+class Slots:
+    """A pool of slots taken and given back in any amount: a consumer's read-ahead.
+
+    The consumer takes one slot per entry it reads and gives it back when the entry is
+    settled. A handler may lend slots back while an entry waits on something that is not
+    the worker's own work (a busy destination, see the monitoring stage) and take them
+    again, without waiting, when the entry resumes: ``free`` may then dip below zero
+    for a moment, and nothing more is read until it is positive again.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._freed = asyncio.Event()
+
+    async def take(self, most: int, stop: asyncio.Event) -> int:
+        """Wait for a free slot, then take up to ``most``; 0 when ``stop`` is set first."""
+        while self.free <= 0 and not stop.is_set():
+            self._freed.clear()
+            await _first_of(self._freed.wait(), stop.wait())
+        if stop.is_set():
+            return 0
+        taken = min(most, self.free)
+        self.free -= taken
+        return taken
+
+    def take_now(self, count: int) -> None:
+        self.free -= count
+
+    def give_back(self, count: int) -> None:
+        self.free += count
+        if self.free > 0:
+            self._freed.set()
 
 
 class PermanentFailure(Exception):
@@ -58,7 +99,7 @@ class PermanentFailure(Exception):
 
 def each_entry(handle: EntryHandler, concurrency: int) -> BatchHandler:
     """A batch handler that runs ``handle`` for every entry, at most ``concurrency`` at once,
-    judging each on its own: one failing entry does not hold back the others."""
+    judging each on its own: one failing or slow entry does not hold back the others."""
     slots = asyncio.Semaphore(concurrency)
 
     async def judge(entry: Entry) -> Outcome:
@@ -75,11 +116,29 @@ def each_entry(handle: EntryHandler, concurrency: int) -> BatchHandler:
                 return Outcome(Verdict.RETRY, str(exc))
             return DONE
 
-    async def handle_batch(entries: Sequence[Entry]) -> dict[str, Outcome]:
-        outcomes = await asyncio.gather(*(judge(entry) for entry in entries))
-        return {entry.id: outcome for entry, outcome in zip(entries, outcomes, strict=True)}
+    async def handle_batch(entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
+        judged = {entry.id: judge(entry) for entry in entries}
+        async for outcomes in as_settled(judged):
+            yield outcomes
 
     return handle_batch
+
+
+async def as_settled(running: Mapping[str, Awaitable[Outcome]]) -> AsyncIterator[Outcomes]:
+    """Run every entry's coroutine concurrently and yield the outcomes as they finish, those
+    that finish together in one part. Cancels what is still running if the caller stops
+    early (shutdown)."""
+    tasks = {asyncio.ensure_future(coro): entry_id for entry_id, coro in running.items()}
+    waiting = set(tasks)
+    try:
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            yield {tasks[task]: task.result() for task in done}
+    finally:
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            await asyncio.wait(waiting)
 
 
 def consumer_name(kind: str) -> str:
@@ -90,7 +149,7 @@ def consumer_name(kind: str) -> str:
 @dataclass
 class ConsumerOptions:
     batch_size: int = 100
-    max_batches_in_flight: int = 4
+    max_in_flight: int = 400  # entries read and not yet settled (unless given `slots`)
     block_ms: int = 1000
     reclaim_idle_seconds: float = 30.0
     max_deliveries: int = 5
@@ -118,6 +177,8 @@ class Consumer:
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     counters: ConsumerCounters = field(default_factory=ConsumerCounters)
     on_dead_letter: Callable[[Entry, str], None] | None = None
+    # The read-ahead; a handler that lends slots back while entries wait shares its own.
+    slots: Slots | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight work (bounded) and return."""
@@ -135,31 +196,34 @@ class Consumer:
                 await asyncio.wait(leftover)
 
     async def _consume(self, stop: asyncio.Event, in_flight: set[asyncio.Task[None]]) -> None:
-        slots = asyncio.Semaphore(self.options.max_batches_in_flight)
+        slots = self.slots = self.slots or Slots(self.options.max_in_flight)
         loop = asyncio.get_running_loop()
         next_reclaim = next_trim = 0.0
         backoff = _Backoff()
         await self._ensure_group(stop, backoff)
         while not stop.is_set():
-            # Waiting for a free slot must not outlast a stop: with every slot held by a slow
-            # handler, the loop would otherwise never reach the bounded drain below.
-            if not await _acquire_unless_stopped(slots, stop):
+            # Read only as many entries as there are free slots: what is read is worked on
+            # at once, and what is not stays in the stream for whichever consumer is free.
+            # Waiting for a slot must not outlast a stop, or the loop would never reach the
+            # bounded drain below.
+            wanted = await slots.take(self.options.batch_size, stop)
+            if not wanted:
                 break
             try:
                 now = loop.time()
                 entries: list[Entry] = []
                 if now >= next_reclaim:
-                    entries = await self._reclaim()
+                    entries = await self._reclaim(wanted)
                     # A full page means more may be waiting (a failover, or a database
-                    # outage that left many batches unacknowledged): reclaim again at once.
-                    if len(entries) < self.options.batch_size:
+                    # outage that left many entries unacknowledged): reclaim again at once.
+                    if len(entries) < wanted:
                         next_reclaim = now + self.options.reclaim_idle_seconds / 2
                 if not entries and not stop.is_set():
                     entries = await self.queue.read(
                         self.stream,
                         self.group,
                         self.name,
-                        count=self.options.batch_size,
+                        count=wanted,
                         block_ms=self.options.block_ms,
                     )
                 if now >= next_trim:
@@ -167,16 +231,16 @@ class Consumer:
                     next_trim = now + self.options.trim_every_seconds
                 backoff.reset()
             except GroupMissing:
-                slots.release()
+                slots.give_back(wanted)
                 log.warning("consumer group missing; recreating it", extra=self._where())
                 await self._ensure_group(stop, backoff)
                 continue
             except QueueUnavailable as exc:
-                slots.release()
+                slots.give_back(wanted)
                 await self._wait_out_outage(stop, backoff, exc)
                 continue
+            slots.give_back(wanted - len(entries))
             if not entries:
-                slots.release()
                 continue
             task = asyncio.create_task(self._process(entries, slots))
             in_flight.add(task)
@@ -202,61 +266,80 @@ class Consumer:
         )
         await sleep_unless_stopped(stop, delay)
 
-    async def _reclaim(self) -> list[Entry]:
+    async def _reclaim(self, count: int) -> list[Entry]:
         entries = await self.queue.reclaim(
             self.stream,
             self.group,
             self.name,
             min_idle_ms=int(self.options.reclaim_idle_seconds * 1000),
-            count=self.options.batch_size,
+            count=count,
         )
         if entries:
             self.counters.reclaimed += len(entries)
             log.info("reclaimed idle entries", extra={**self._where(), "count": len(entries)})
         return entries
 
-    async def _process(self, entries: list[Entry], slots: asyncio.Semaphore) -> None:
+    async def _process(self, entries: list[Entry], slots: Slots) -> None:
+        unsettled = {e.id: e for e in entries}
+        keeper = asyncio.create_task(self._keep_claim(unsettled))
         try:
-            worn_out = [e for e in entries if e.deliveries > self.options.max_deliveries]
-            live = [e for e in entries if e.deliveries <= self.options.max_deliveries]
-            outcomes = {
-                e.id: Outcome(Verdict.DEAD, f"delivered {e.deliveries} times without success")
-                for e in worn_out
-            }
-            if live:
-                outcomes.update(await self._handle_keeping_claim(live))
-            await self._settle(entries, outcomes)
+            await self._settle_part(unsettled, slots, self._worn_out(entries))
+            async with aclosing(self.handler(list(unsettled.values()))) as verdicts:
+                try:
+                    async for outcomes in verdicts:
+                        await self._settle_part(unsettled, slots, outcomes)
+                except (QueueUnavailable, GroupMissing):
+                    raise
+                except Exception as exc:
+                    log.exception(
+                        "batch handler failed; entries will be retried", extra=self._where()
+                    )
+                    failed = Outcome(Verdict.RETRY, str(exc))
+                    await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, failed))
+            # Entries the handler gave no verdict for are retried: never acknowledged unhandled.
+            await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, _NO_VERDICT))
         except (QueueUnavailable, GroupMissing) as exc:
             # Not acknowledged: the entries stay pending and are handled again later.
-            log.warning("could not settle a batch", extra={**self._where(), "error": str(exc)})
+            log.warning("could not settle entries", extra={**self._where(), "error": str(exc)})
         except Exception:
             # Nobody awaits this task: log here, or the error would surface only as "Task
             # exception was never retrieved". The entries stay pending and come back.
-            log.exception("could not settle a batch", extra=self._where())
-        finally:
-            slots.release()
-
-    async def _handle_keeping_claim(self, entries: list[Entry]) -> dict[str, Outcome]:
-        keeper = asyncio.create_task(self._keep_claim([e.id for e in entries]))
-        try:
-            return await self.handler(entries)
-        except Exception as exc:
-            log.exception("batch handler failed; entries will be retried", extra=self._where())
-            return {e.id: Outcome(Verdict.RETRY, str(exc)) for e in entries}
+            log.exception("could not settle entries", extra=self._where())
         finally:
             keeper.cancel()
+            slots.give_back(len(unsettled))
 
-    async def _keep_claim(self, ids: list[str]) -> None:
+    def _worn_out(self, entries: list[Entry]) -> Outcomes:
+        return {
+            e.id: Outcome(Verdict.DEAD, f"delivered {e.deliveries} times without success")
+            for e in entries
+            if e.deliveries > self.options.max_deliveries
+        }
+
+    async def _settle_part(
+        self, unsettled: dict[str, Entry], slots: Slots, outcomes: Outcomes
+    ) -> None:
+        """Settle the entries of ``outcomes`` still unsettled, and give their slots back."""
+        part = [unsettled.pop(entry_id) for entry_id in outcomes if entry_id in unsettled]
+        try:
+            await self._settle(part, outcomes)
+        finally:
+            slots.give_back(len(part))
+
+    async def _keep_claim(self, unsettled: dict[str, Entry]) -> None:
         period = self.options.reclaim_idle_seconds / 3
         while True:
             await asyncio.sleep(period)
+            if not unsettled:
+                continue
             # A failed touch is not fatal: the next one, or the settle, will find out.
             with suppress(QueueUnavailable, GroupMissing):
-                await self.queue.touch(self.stream, self.group, self.name, ids)
+                await self.queue.touch(self.stream, self.group, self.name, list(unsettled))
 
-    async def _settle(self, entries: list[Entry], outcomes: dict[str, Outcome]) -> None:
-        # An entry the handler gave no verdict for is retried: never acknowledged unhandled.
-        verdicts = {e.id: outcomes.get(e.id, _NO_VERDICT) for e in entries}
+    async def _settle(self, entries: list[Entry], outcomes: Outcomes) -> None:
+        if not entries:
+            return
+        verdicts = {e.id: outcomes[e.id] for e in entries}
         dead = [e for e in entries if verdicts[e.id].verdict is Verdict.DEAD]
         if dead:
             await self.queue.publish(
@@ -313,27 +396,14 @@ class Consumer:
 _NO_VERDICT = Outcome(Verdict.RETRY, "the handler gave no outcome for this entry")
 
 
-async def _acquire_unless_stopped(slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
-    """Take a slot, or give up when ``stop`` is set first; True when a slot was taken."""
-    if stop.is_set():
-        return False
-    if not slots.locked():
-        await slots.acquire()  # free: returns at once
-        return True
-    acquiring = asyncio.ensure_future(slots.acquire())
-    stopping = asyncio.ensure_future(stop.wait())
+async def _first_of(*waits: Awaitable[object]) -> None:
+    """Return when the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopping.cancel()
-        if not acquiring.done():
-            acquiring.cancel()
-            await asyncio.wait({acquiring})
-    taken = not acquiring.cancelled() and acquiring.result()
-    if taken and stop.is_set():
-        slots.release()
-        return False
-    return bool(taken)
+        for task in tasks:
+            task.cancel()
 
 
 class _Backoff:

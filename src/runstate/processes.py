@@ -130,16 +130,18 @@ class Pipeline:
                 status_change_stream=settings.STATUS_CHANGE_STREAM,
                 metrics=self.metrics,
                 concurrency=settings.MONITORING_CONCURRENCY,
+                per_destination=settings.CHECK_MAX_PER_HOST,
+                flush_results=settings.MONITORING_FLUSH_RESULTS,
+                flush_seconds=settings.MONITORING_FLUSH_MS / 1000,
             )
+            self.closers.append(stage.aclose)
             consumer = self.consumer(
                 "monitoring",
                 settings.MONITORING_STREAM,
                 settings.MONITORING_GROUP,
                 stage.handle_batch,
             )
-            consumer.options.max_batches_in_flight = max(
-                2, settings.MONITORING_CONCURRENCY // settings.CONSUMER_BATCH_SIZE + 1
-            )
+            consumer.slots = stage.read_ahead  # read ahead by free check slots
             await consumer.run(stop)
 
         return run

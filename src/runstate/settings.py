@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,7 +124,16 @@ class Settings(BaseSettings):
     CONSUMER_BATCH_SIZE: int = Field(default=100, ge=1, le=10_000)
     RECLAIM_IDLE_SECONDS: PositiveSeconds = 30.0
     MAX_DELIVERIES: int = Field(default=5, ge=1, le=1_000)
-    MONITORING_CONCURRENCY: int = Field(default=500, ge=1, le=100_000)
+    # Checks a monitoring worker has in hand at once: running, or their result awaiting its
+    # write. A check that hangs until its timeout holds one of these and nothing else.
+    MONITORING_CONCURRENCY: int = Field(default=1000, ge=1, le=100_000)
+    # Checks running at once against one host (as the URL names it), so that many monitors
+    # on one slow or black-holed host cannot take the slots everyone else needs.
+    CHECK_MAX_PER_HOST: int = Field(default=20, ge=1, le=100_000)
+    # Results are written in groups: every MONITORING_FLUSH_RESULTS results, or when the
+    # oldest has waited MONITORING_FLUSH_MS, whichever comes first.
+    MONITORING_FLUSH_RESULTS: int = Field(default=500, ge=1, le=100_000)
+    MONITORING_FLUSH_MS: int = Field(default=50, ge=1, le=10_000)
     STATUS_CHANGE_CONCURRENCY: int = Field(default=16, ge=1, le=10_000)
     NOTIFICATION_CONCURRENCY: int = Field(default=32, ge=1, le=10_000)
     CHECK_MAX_CONNECTIONS: int = Field(default=1000, ge=1, le=100_000)
@@ -140,6 +150,15 @@ class Settings(BaseSettings):
     WEBHOOK_TIMEOUT_SECONDS: PositiveSeconds = 10.0
     ALERT_FLAP_WINDOW_SECONDS: PositiveSeconds = 600.0
     ALERT_FLAP_MAX: int = Field(default=5, ge=1, le=10_000)
+
+    # Name resolution for the checks and the channels (runstate.resolve): which servers, how
+    # long one lookup may wait, and how long answers and failures are remembered.
+    DNS_SERVERS: str | None = None  # "ip[:port],[ipv6][:port]"; unset: the system's resolvers
+    DNS_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=60)] = 5.0
+    DNS_CACHE_SIZE: int = Field(default=200_000, ge=1, le=100_000_000)
+    DNS_CACHE_MIN_TTL_SECONDS: Annotated[float, Field(ge=0, le=86_400)] = 5.0
+    DNS_CACHE_MAX_TTL_SECONDS: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    DNS_NEGATIVE_TTL_SECONDS: Annotated[float, Field(ge=0, le=3_600)] = 5.0
 
     @classmethod
     def settings_customise_sources(
@@ -188,6 +207,22 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port, e.g. redis:6379")
         return value
 
+    @field_validator("DNS_SERVERS")
+    @classmethod
+    def _dns_server_addresses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return ",".join(_dns_server(entry) for entry in value.split(","))
+
+    @model_validator(mode="after")
+    def _dns_ttl_floor_below_ceiling(self) -> Settings:
+        if self.DNS_CACHE_MIN_TTL_SECONDS > self.DNS_CACHE_MAX_TTL_SECONDS:
+            raise ValueError(
+                "DNS_CACHE_MIN_TTL_SECONDS: must not exceed DNS_CACHE_MAX_TTL_SECONDS "
+                f"({self.DNS_CACHE_MAX_TTL_SECONDS:g})"
+            )
+        return self
+
     @field_validator("JWT_SECRET")
     @classmethod
     def _long_enough(cls, value: str | None) -> str | None:
@@ -209,6 +244,11 @@ class Settings(BaseSettings):
         if self.REDIS_ADDR:
             return f"redis://{self.REDIS_ADDR}/0"
         return None
+
+    @property
+    def dns_servers(self) -> tuple[str, ...] | None:
+        """DNS_SERVERS as c-ares takes them ("ip:port", "[ipv6]:port"); None: the system's."""
+        return tuple(self.DNS_SERVERS.split(",")) if self.DNS_SERVERS else None
 
     @property
     def sqlite_path(self) -> Path:
@@ -237,6 +277,30 @@ class Settings(BaseSettings):
         if len(kept) < JWT_SECRET_MIN_LENGTH:
             raise SettingsError(f"RUNSTATE_DATA_DIR: {path} is damaged; delete it to make anew")
         return kept
+
+
+def _dns_server(entry: str) -> str:
+    """One DNS_SERVERS entry, ``ip[:port]`` or ``[ipv6][:port]``, as ``ip:port``; ValueError
+    naming the entry otherwise. A server must be an address: naming one would need DNS."""
+    text = entry.strip()
+    parse: type[IPv4Address | IPv6Address]
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            raise ValueError(f"{text!r} is not [ipv6]:port")
+        port, parse = rest[1:] if rest else "53", IPv6Address
+    elif text.count(":") > 1:
+        raise ValueError(f"{text!r}: write an IPv6 server in brackets, e.g. [{text}]:53")
+    else:
+        host, colon, port = text.partition(":")
+        port, parse = port if colon else "53", IPv4Address
+    try:
+        address = parse(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (with an optional :port)") from None
+    if not port.isdigit() or not 0 < int(port) < 65_536:
+        raise ValueError(f"{text!r}: the port must be within 1-65535")
+    return f"[{address}]:{int(port)}" if parse is IPv6Address else f"{address}:{int(port)}"
 
 
 def _publish_once(path: Path, content: str) -> None:

@@ -306,11 +306,12 @@ def stage_metrics(stage_registry: CollectorRegistry) -> PipelineMetrics:
 @dataclass
 class Targets:
     """An HTTP server on loopback: ``/status/<name>`` answers with the code set for ``name``
-    in ``codes`` (200 until set)."""
+    in ``codes`` (200 until set); a name in ``held`` answers only once its event is set."""
 
     base: str
     codes: dict[str, int] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
         return f"{self.base}/status/{name}"
@@ -323,6 +324,8 @@ async def http_targets() -> AsyncIterator[Targets]:
     async def answer(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         targets.hits.append(name)
+        if name in targets.held:
+            await targets.held[name].wait()
         return web.Response(status=targets.codes.get(name, 200), text="hello")
 
     app = web.Application()

@@ -12,7 +12,7 @@ import inspect
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -25,7 +25,9 @@ from runstate.consumer import (
     Consumer,
     ConsumerOptions,
     Outcome,
+    Outcomes,
     PermanentFailure,
+    Slots,
     Verdict,
     each_entry,
 )
@@ -39,7 +41,7 @@ GROUP = "workers"
 # about 0.7 s against a busy machine stalling the event loop.
 FAST = ConsumerOptions(
     batch_size=10,
-    max_batches_in_flight=4,
+    max_in_flight=40,
     block_ms=100,
     reclaim_idle_seconds=1.0,
     max_deliveries=3,
@@ -289,11 +291,11 @@ async def test_when_a_batch_handler_raises_every_entry_of_the_batch_is_retried(
     queue = backend.queue
     batches: list[list[tuple[str, int]]] = []
 
-    async def handle_batch(entries: Sequence[Entry]) -> dict[str, Outcome]:
+    async def handle_batch(entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
         batches.append([(e.id, e.deliveries) for e in entries])
         if len(batches) == 1:
             raise RuntimeError("the whole transaction failed")
-        return {e.id: DONE for e in entries}
+        yield {e.id: DONE for e in entries}
 
     await queue.ensure_group(stream, GROUP)
     ids = await publish(queue, stream, fields_of(1), fields_of(2), fields_of(3))
@@ -319,7 +321,7 @@ async def test_each_entry_of_a_batch_gets_its_own_verdict(
         queue, stream, fields_of(1), fields_of(2), fields_of(3), fields_of(4)
     )
 
-    async def handle_batch(entries: Sequence[Entry]) -> dict[str, Outcome]:
+    async def handle_batch(entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
         outcomes: dict[str, Outcome] = {}
         for entry in entries:
             seen[entry.id] += 1
@@ -332,7 +334,7 @@ async def test_each_entry_of_a_batch_gets_its_own_verdict(
                 outcomes[entry.id] = Outcome(Verdict.DEAD, "refers to nothing")
             elif entry.deliveries > 1:  # silent_id: no verdict the first time
                 outcomes[entry.id] = DONE
-        return outcomes
+        yield outcomes
 
     consumer = make_consumer(queue, stream, handle_batch, options=RETRYING)
     async with running(consumer):
@@ -502,7 +504,7 @@ async def test_a_slow_handler_keeps_its_entry_and_a_second_consumer_does_not_tak
 async def test_two_consumers_of_one_group_split_the_entries_and_handle_each_once(
     backend: QueueBackend, twin: QueueBackend, stream: str
 ) -> None:
-    options = replace(FAST, batch_size=3, max_batches_in_flight=1)
+    options = replace(FAST, batch_size=3, max_in_flight=3)
     handled: dict[str, list[str]] = {"a": [], "b": []}
 
     def handler_for(name: str) -> BatchHandler:
@@ -545,7 +547,7 @@ async def test_each_entry_never_runs_more_handlers_at_once_than_its_concurrency(
         finished.append(entry.id)
 
     # Up to four batches of five in flight: twenty entries at hand, three at a time.
-    options = replace(FAST, batch_size=5, max_batches_in_flight=4)
+    options = replace(FAST, batch_size=5, max_in_flight=20)
     consumer = make_consumer(backend.queue, stream, each_entry(handle, 3), options=options)
     await backend.queue.ensure_group(stream, GROUP)
     ids = await backend.queue.publish(stream, [fields_of(i) for i in range(20)])
@@ -553,6 +555,58 @@ async def test_each_entry_never_runs_more_handlers_at_once_than_its_concurrency(
         await until(lambda: len(finished) == 20, what="all handled")
     assert sorted(finished) == sorted(ids)
     assert peak == 3
+
+
+async def test_a_slow_entry_does_not_hold_back_the_acknowledgement_of_its_batch(
+    backend: QueueBackend, stream: str
+) -> None:
+    queue = backend.queue
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def handle(entry: Entry) -> None:
+        if entry.fields["kind"] == "slow":
+            await release.wait()
+        finished.append(entry.fields["kind"])
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 10))
+    await queue.ensure_group(stream, GROUP)
+    await publish(queue, stream, {"kind": "slow"}, *({"kind": "quick"} for _ in range(5)))
+    async with running(consumer):
+        await until(lambda: consumer.counters.handled == 5, what="the quick ones settled")
+        assert await pending(queue, stream) == 1, "only the slow entry is still pending"
+        release.set()
+        await until(lambda: _pending_is(queue, stream, 0), what="the slow one settled")
+    assert finished.count("quick") == 5
+    assert finished[-1] == "slow"
+
+
+async def test_the_consumer_reads_no_more_entries_than_it_has_free_slots(
+    backend: QueueBackend, stream: str
+) -> None:
+    """Read-ahead by free slots: with three slots, three entries are taken and the rest stay
+    in the stream (for any consumer of the group) until a slot frees."""
+    queue = backend.queue
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def handle(entry: Entry) -> None:
+        started.append(entry.id)
+        await release.wait()
+
+    slots = Slots(3)
+    consumer = make_consumer(queue, stream, each_entry(handle, 10))
+    consumer.slots = slots
+    await queue.ensure_group(stream, GROUP)
+    await publish(queue, stream, *(fields_of(i) for i in range(8)))
+    async with running(consumer):
+        await until(lambda: len(started) == 3, what="three started")
+        await asyncio.sleep(0.3)
+        assert len(started) == 3
+        assert slots.free == 0
+        release.set()
+        await until(lambda: consumer.counters.handled == 8, what="all handled")
+    assert slots.free == 3, "every slot is given back"
 
 
 # -- surviving the queue --------------------------------------------------------------------
@@ -625,7 +679,7 @@ async def test_on_stop_finished_work_is_acknowledged_and_unfinished_work_stays_p
     backend: QueueBackend, twin: QueueBackend, stream: str
 ) -> None:
     queue = backend.queue
-    options = replace(FAST, batch_size=1, max_batches_in_flight=2, shutdown_timeout_seconds=1.0)
+    options = replace(FAST, batch_size=1, max_in_flight=2, shutdown_timeout_seconds=1.0)
     stop = asyncio.Event()
     started: dict[str, asyncio.Event] = {"quick": asyncio.Event(), "stuck": asyncio.Event()}
     finished: list[str] = []
@@ -676,7 +730,7 @@ async def test_stop_returns_within_the_shutdown_timeout_even_when_every_batch_sl
     backend: QueueBackend, stream: str
 ) -> None:
     queue = backend.queue
-    options = replace(FAST, max_batches_in_flight=1, shutdown_timeout_seconds=0.5)
+    options = replace(FAST, max_in_flight=1, shutdown_timeout_seconds=0.5)
     started = asyncio.Event()
 
     async def handle(entry: Entry) -> None:

@@ -4,9 +4,10 @@ result written once, the monitor moved forward, and exactly the confirmed change
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -51,11 +52,17 @@ class Setup:
     async def monitor(self, user: User, target: str, **values: object) -> Website:
         return await self.db.website(user, self.targets.url(target), **values)
 
+    async def entries(self, *jobs: CheckJob | dict[str, str]) -> list[Entry]:
+        items = [job if isinstance(job, dict) else job.to_fields() for job in jobs]
+        return await publish_and_read(self.backend.queue, f"{self.prefix}:monitoring", items)
+
     async def batch(self, *jobs: CheckJob | dict[str, str]) -> list[Outcome]:
         """Handle ``jobs`` as one batch; the outcome of each, in order."""
-        items = [job if isinstance(job, dict) else job.to_fields() for job in jobs]
-        entries = await publish_and_read(self.backend.queue, f"{self.prefix}:monitoring", items)
-        outcomes = await self.stage.handle_batch(entries)
+        entries = await self.entries(*jobs)
+        outcomes: dict[str, Outcome] = {}
+        async for part in self.stage.handle_batch(entries):
+            assert not set(part) & set(outcomes), "each entry is settled once"
+            outcomes |= part
         assert set(outcomes) == {e.id for e in entries}
         return [outcomes[e.id] for e in entries]
 
@@ -302,3 +309,57 @@ async def test_a_batch_is_written_whole_except_for_monitors_deleted_while_it_ran
         assert all(row.last_checked_at is not None and row.current_status == "up" for row in latest)
         total = await session.scalar(text("SELECT count(*) FROM website_checks"))
     assert total == len(websites)
+
+
+async def test_a_check_that_hangs_holds_back_no_other_check_of_its_batch(setup: Setup) -> None:
+    """Each result is written and its entry settled when its own check ends: the healthy
+    monitors' rows are in the database and their entries settled while one check hangs."""
+    user = await setup.db.user()
+    hanging = await setup.monitor(user, "hanging")
+    healthy = [await setup.monitor(user, f"healthy-{n}") for n in range(3)]
+    setup.targets.held["hanging"] = asyncio.Event()
+    entries = await setup.entries(job(hanging), *(job(w) for w in healthy))
+    hanging_entry = entries[0].id
+
+    verdicts = setup.stage.handle_batch(entries)
+    settled: dict[str, Outcome] = {}
+    while len(settled) < len(healthy):
+        settled |= await anext(verdicts)
+    assert hanging_entry not in settled
+    assert set(settled.values()) == {DONE}
+    for website in healthy:
+        assert [row.status for row in await setup.checks(website.id)] == ["up"]
+    assert await setup.checks(hanging.id) == []
+
+    setup.targets.held["hanging"].set()
+    assert await anext(verdicts) == {hanging_entry: DONE}
+    assert [row.status for row in await setup.checks(hanging.id)] == ["up"]
+
+
+async def test_checks_beyond_the_cap_of_one_host_wait_without_holding_a_slot(
+    setup: Setup,
+) -> None:
+    """With at most two checks at once per host, two checks of a hung host run and two wait
+    for it, lending their read-ahead slots back; a monitor on another host is checked
+    meanwhile."""
+    stage = replace(setup.stage, concurrency=10, per_destination=2)
+    user = await setup.db.user()
+    hung_url = setup.targets.url("hung")
+    hung = [await setup.db.website(user, f"{hung_url}?n={n}") for n in range(4)]
+    other_url = setup.targets.url("other").replace("127.0.0.1", "localhost")
+    other = await setup.db.website(user, other_url)
+    release = setup.targets.held["hung"] = asyncio.Event()
+    entries = await setup.entries(*(job(w) for w in hung), job(other))
+
+    verdicts = stage.handle_batch(entries)
+    assert await anext(verdicts) == {entries[-1].id: DONE}
+    assert setup.targets.hits.count("hung") == 2
+    assert stage.read_ahead.free == 10 + 2  # the two waiting checks lent theirs back
+
+    release.set()
+    settled: dict[str, Outcome] = {}
+    async for part in verdicts:
+        settled |= part
+    assert settled == dict.fromkeys((e.id for e in entries[:-1]), DONE)
+    assert setup.targets.hits.count("hung") == 4
+    assert stage.read_ahead.free == 10

@@ -1,19 +1,19 @@
 """Stage 2 — check job -> result -> status change (worker-monitoring).
 
-For a batch of due checks: run them concurrently (bounded), write every result to the
-database in one transaction (on PostgreSQL as one array per column), then apply each result
-to its monitor's state; a result that confirms a change emits the status-change event in the
-same atomic step (`MonitorStates.apply`). The batch is acknowledged only after all of that:
-a crash at any point leaves the entries pending, and they are checked again.
+Each due check runs as soon as a slot is free, whatever else is running. Its result joins
+the next group write: results are written together in one transaction (on PostgreSQL as one
+array per column), then applied to their monitors' states; a result that confirms a change
+emits the status-change event in the same atomic step (`MonitorStates.apply`). An entry is
+acknowledged only after all of that, and on its own: a crash at any point leaves it pending,
+and it is checked again; a check that hangs until its timeout holds back nothing but itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,10 +22,12 @@ from sqlalchemy import Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.checks.base import Check, CheckResult
-from runstate.consumer import DONE, Outcome, Verdict
+from runstate.consumer import DONE, Outcome, Outcomes, Slots, Verdict, as_settled
 from runstate.domain.events import CheckJob, MalformedEntry, status_change_event_id
 from runstate.domain.status import MonitorState, Observation, Status
+from runstate.group_commit import GroupCommit
 from runstate.metrics import PipelineMetrics
+from runstate.pipeline.destinations import PerDestinationLimit, destination_of
 from runstate.queue.base import (
     ApplyOutcome,
     Entry,
@@ -61,6 +63,13 @@ class CheckedJob:
 
 @dataclass
 class MonitoringStage:
+    """Runs each check as soon as a slot is free and settles it as soon as its result is
+    written: no check waits for another. ``concurrency`` bounds the entries in hand (checks
+    running and results waiting for their write); ``read_ahead`` is that bound, shared with
+    the consumer so that it reads only as many entries as there are free slots. At most
+    ``per_destination`` checks run against one host at once. Results are written in groups
+    of up to ``flush_results``, or every ``flush_seconds``, whichever comes first."""
+
     sessions: async_sessionmaker[AsyncSession]
     states: MonitorStates
     pending: PendingChecks
@@ -69,35 +78,67 @@ class MonitoringStage:
     status_change_stream: str
     metrics: PipelineMetrics
     concurrency: int = 500
-    _slots: asyncio.Semaphore = field(init=False)
+    per_destination: int = 20
+    flush_results: int = 500
+    flush_seconds: float = 0.05
+    read_ahead: Slots = field(init=False)
+    _destinations: PerDestinationLimit = field(init=False)
+    _results: GroupCommit[CheckedJob] = field(init=False)
 
     def __post_init__(self) -> None:
-        # Shared by every batch in flight: the bound is on checks, not on batches.
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self.read_ahead = Slots(self.concurrency)
+        self._destinations = PerDestinationLimit(self.per_destination, self.read_ahead)
+        self._results = GroupCommit(
+            self._record, max_items=self.flush_results, max_wait=self.flush_seconds
+        )
 
-    async def handle_batch(self, entries: Sequence[Entry]) -> dict[str, Outcome]:
-        outcomes: dict[str, Outcome] = {}
+    async def handle_batch(self, entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
+        """Yields each entry's outcome once its check is written and applied (those written
+        together, together); a malformed entry is dead at once."""
         jobs: dict[str, CheckJob] = {}
+        malformed: Outcomes = {}
         for entry in entries:
             try:
                 jobs[entry.id] = CheckJob.from_fields(entry.fields)
             except MalformedEntry as exc:
-                outcomes[entry.id] = Outcome(Verdict.DEAD, f"malformed check job: {exc}")
-        checked = await asyncio.gather(*(self._run(job) for job in jobs.values()))
+                malformed[entry.id] = Outcome(Verdict.DEAD, f"malformed check job: {exc}")
+        if malformed:
+            yield malformed
+        running = {entry_id: self._check_and_record(job) for entry_id, job in jobs.items()}
+        async for outcomes in as_settled(running):
+            yield outcomes
+
+    async def _check_and_record(self, job: CheckJob) -> Outcome:
+        async with self._destinations.slot(destination_of(job.url)):
+            checked = await self._run(job)
+        try:
+            await self._results.add(checked)
+        except Exception as exc:
+            log.warning(
+                "check result not recorded; the check will run again",
+                extra={"website_id": str(job.website_id), "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return Outcome(Verdict.RETRY, str(exc))
+        return DONE
+
+    async def _record(self, checked: Sequence[CheckedJob]) -> None:
+        """Write a group of results, apply them to the monitors' states (emitting the changes
+        they confirm), and release the monitors' pending marks: after this, acknowledging
+        their entries loses nothing."""
         await self._write_results(checked)
         await self._apply_to_states(checked)
-        await self.pending.release([job.website_id for job in jobs.values()])
-        outcomes.update(dict.fromkeys(jobs, DONE))
-        return outcomes
+        await self.pending.release([c.job.website_id for c in checked])
+
+    async def aclose(self) -> None:
+        await self._results.aclose()
 
     async def _run(self, job: CheckJob) -> CheckedJob:
-        async with self._slots:
-            now = datetime.now(UTC)
-            lateness = (now - job.scheduled_at).total_seconds()
-            self.metrics.check_start_lateness.observe(max(lateness, 0.0))
-            started = time.perf_counter()
-            result = await self.check.run(job)
-            self.metrics.check_duration.observe(time.perf_counter() - started)
+        now = datetime.now(UTC)
+        lateness = (now - job.scheduled_at).total_seconds()
+        self.metrics.check_start_lateness.observe(max(lateness, 0.0))
+        started = time.perf_counter()
+        result = await self.check.run(job)
+        self.metrics.check_duration.observe(time.perf_counter() - started)
         label = "up" if result.status is Status.UP else str(result.error_kind or "down")
         self.metrics.checks.labels(label).inc()
         return CheckedJob(job, result, datetime.now(UTC))
