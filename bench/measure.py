@@ -295,11 +295,16 @@ def _first_arrivals(arrivals: list[dict[str, Any]]) -> dict[tuple[str, str], flo
 
 
 def latencies(
-    flips: list[Flip], watcher: IncidentWatcher, arrivals: list[dict[str, Any]]
+    flips: list[Flip],
+    watcher: IncidentWatcher,
+    arrivals: list[dict[str, Any]],
+    healthy: set[uuid.UUID] | None = None,
 ) -> dict[str, Any]:
     """Detection (flip down -> incident seen open), the confirming check (flip down ->
     `started_at`), recovery (flip up -> seen resolved), alert latency (seen open or resolved
-    -> webhook received) and end to end (flip -> webhook), in milliseconds."""
+    -> webhook received) and end to end (flip -> webhook), in milliseconds. Incidents on
+    ``healthy`` monitors (by default: every monitor never flipped) are spurious; those on
+    the others, neither flipped nor healthy (the failure mix), are counted apart."""
     by_site: dict[uuid.UUID, list[tuple[uuid.UUID, SeenIncident]]] = {}
     for incident_id, seen in watcher.seen.items():
         by_site.setdefault(seen.website_id, []).append((incident_id, seen))
@@ -339,8 +344,14 @@ def latencies(
     result["undetected"] = len(undetected)
     result["undetected_examples"] = undetected[:10]
     result["unrecovered"] = unrecovered
-    result["spurious_incidents"] = sum(
-        1 for s in watcher.seen.values() if s.website_id not in flipped
+
+    def spurious(website_id: uuid.UUID) -> bool:
+        return website_id in healthy if healthy is not None else website_id not in flipped
+
+    seen_on = [s.website_id for s in watcher.seen.values()]
+    result["spurious_incidents"] = sum(1 for m in seen_on if spurious(m))
+    result["incidents_on_failing_targets"] = sum(
+        1 for m in seen_on if m not in flipped and not spurious(m)
     )
     result["webhooks_received"] = len(arrivals)
     result["webhooks_verified"] = sum(1 for a in arrivals if a.get("verified"))

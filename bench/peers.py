@@ -4,7 +4,12 @@
   the class the monitoring workers use, with their connection limit, in a tight loop at
   their concurrency, without the pipeline (no queue, no database, no state);
 - `probe`: prometheus-blackbox-exporter (Debian's), when installed, with an `http_2xx`
-  module, driven through `GET /probe` at full concurrency.
+  module, driven through `GET /probe` at full concurrency. On the realistic farm it trusts
+  the bench CA (`tls_config.ca_file`) and resolves with the farm's DNS: Go's resolver only
+  reads /etc/resolv.conf and only asks port 53, so the exporter runs in a mount namespace
+  of its own (`unshare --mount`) where /etc/resolv.conf is a file naming a dnsmasq on a
+  loopback address of the run's, port 53. The exporter opens a connection per probe
+  anyway, and nginx closes it after the answer.
 
 Each driver is its own process (`python -m bench.peers ceiling|probe …`) printing one JSON
 line: what it counted over the measured window, after a short warm-up, and the CPU seconds
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import time
@@ -43,6 +49,12 @@ modules:
       preferred_ip_protocol: ip4
       ip_protocol_fallback: false
 """
+_TLS_CONFIG = """\
+      tls_config:
+        ca_file: {ca}
+"""
+# Bind the generated resolv.conf over /etc/resolv.conf in this namespace only, then exec.
+_WITH_RESOLV_CONF = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
 
 
 def find_blackbox() -> str | None:
@@ -53,17 +65,49 @@ def find_blackbox() -> str | None:
     return next((p for p in BLACKBOX_PATHS if Path(p).is_file()), None)
 
 
-class Blackbox:
-    """A blackbox exporter as a child process, with a generated config."""
+def private_resolv_conf_argv(resolv_conf: Path) -> list[str] | None:
+    """The argv prefix that runs a command with ``resolv_conf`` as its /etc/resolv.conf (a
+    private mount namespace: root only), or None when that cannot be done here."""
+    unshare, sh = shutil.which("unshare"), shutil.which("sh")
+    if unshare is None or sh is None or os.geteuid() != 0:
+        return None
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        sh,
+        "-c",
+        _WITH_RESOLV_CONF,
+        str(resolv_conf),
+    ]
 
-    def __init__(self, children: Children, binary: str, work_dir: Path, timeout_s: int) -> None:
+
+class Blackbox:
+    """A blackbox exporter as a child process, with a generated config: trusting ``ca_file``
+    when given, run under ``prefix`` (see :func:`private_resolv_conf_argv`) when given."""
+
+    def __init__(
+        self,
+        children: Children,
+        binary: str,
+        work_dir: Path,
+        timeout_s: int,
+        ca_file: Path | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         config = work_dir / "blackbox.yml"
-        config.write_text(_BLACKBOX_CONFIG.format(timeout=timeout_s))
+        text = _BLACKBOX_CONFIG.format(timeout=timeout_s)
+        if ca_file is not None:
+            text += _TLS_CONFIG.format(ca=ca_file)
+        config.write_text(text)
         self.port = free_port()
         self.child: Child = children.start(
             "blackbox-exporter",
             "blackbox-exporter",
             [
+                *(prefix or []),
                 binary,
                 f"--config.file={config}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -103,7 +147,8 @@ async def _tight_loop(
 ) -> dict[str, Any]:
     """Run ``once(i)`` back to back in ``concurrency`` tasks; count what completes within
     the measured window (after WARMUP_SECONDS) and the CPU this process spent in it. A line
-    `{"measuring": true}` on stdout tells the harness when the window opens."""
+    `{"measuring": true}` on stdout tells the harness when the window opens. What is still
+    running when it closes (a black-holed target's request, say) is cancelled."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from, stop_at = start + WARMUP_SECONDS, start + WARMUP_SECONDS + duration
@@ -130,7 +175,11 @@ async def _tight_loop(
                 counts["done"] += 1
                 counts["ok"] += ok
 
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    tasks = [asyncio.create_task(worker(k)) for k in range(concurrency)]
+    await asyncio.sleep(max(stop_at - loop.time(), 0.0))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     return {
         "done": counts["done"],
         "ok": counts["ok"],
@@ -141,7 +190,7 @@ async def _tight_loop(
 
 
 async def ceiling(
-    urls: list[str], concurrency: int, duration: float, max_connections: int
+    urls: list[str], concurrency: int, duration: float, max_connections: int, timeout_ms: int
 ) -> dict[str, Any]:
     from runstate.checks.http import HttpCheck
     from runstate.domain.events import CheckJob
@@ -153,7 +202,7 @@ async def ceiling(
             website_id=uuid.uuid4(),
             url=url,
             method="GET",
-            timeout_ms=10_000,
+            timeout_ms=timeout_ms,
             expected_status="200-399",
             keyword=None,
             confirmations=1,
@@ -199,13 +248,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--max-connections", type=int, default=1000)
+    parser.add_argument("--timeout-ms", type=int, default=10_000)
     parser.add_argument("--exporter", default="")
     args = parser.parse_args()
     urls = args.urls_file.read_text().split()
     import uvloop
 
     if args.what == "ceiling":
-        work = ceiling(urls, args.concurrency, args.duration, args.max_connections)
+        work = ceiling(urls, args.concurrency, args.duration, args.max_connections, args.timeout_ms)
     else:
         work = probe(args.exporter, urls, args.concurrency, args.duration)
     result = uvloop.run(work)

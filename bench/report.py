@@ -1,6 +1,10 @@
 """The results of a run: one JSON document, the same as a Markdown table, and the summary
 line (`summary preset=… monitors=… checks_per_s=… p99_lateness_ms=… missed=…
-ratio_vs_client_ceiling=… ratio_vs_blackbox=…`)."""
+ratio_vs_client_ceiling=… ratio_vs_blackbox=… farm=… false_down=… cpu_ratio_vs_blackbox=…`).
+
+Lateness in the summary is the healthy monitors' (answering targets never flipped); missed
+counts every monitor's due checks, the failing ones' by the looser rule of
+bench/outcomes.py."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import measure
+from bench import cost, measure, outcomes
 from bench.procs import Usage
 
 if TYPE_CHECKING:
@@ -97,6 +101,9 @@ def build(
     run: Run,
     users: int,
     grid: measure.GridResult,
+    healthy_grid: measure.GridResult,
+    false_down: dict[str, Any],
+    failing: dict[str, dict[str, Any]],
     recorded: int,
     latencies: dict[str, Any],
     usage: list[Usage],
@@ -121,7 +128,17 @@ def build(
         blackbox["cpu_efficiency_ratio"] = _ratio(
             blackbox["exporter_cpu_seconds_per_1k"], runstate_cpu_1k
         )
-    lateness = measure.distribution(grid.lateness_ms)
+    assert run.farm is not None
+    cpu = cost.totals(
+        usage,
+        runstate=run.mode.kinds,
+        services=run.mode.service_pids(),
+        farm=run.farm.pid_groups(),
+        checks=recorded,
+        seconds=seconds,
+    )
+    lateness = measure.distribution(healthy_grid.lateness_ms)
+    failing_missed = sum(f["missed"] for f in failing.values())
     results: dict[str, Any] = {
         "preset": preset.name,
         "mode": run.mode.name,
@@ -136,7 +153,8 @@ def build(
             "monitoring_workers": preset.workers,
             "down_share": preset.down_share,
             "timeout_ms": preset.timeout_ms,
-            "farm": run.farm.kind if run.farm else None,
+            "farm": run.farm.kind,
+            "farm_details": run.farm.describe(),
             "settings": run.options.env,
         },
         "machine": {
@@ -151,11 +169,14 @@ def build(
             "checks_recorded": recorded,
             "rows_started_in_window": grid.rows_in_window,
         },
-        "lateness_ms": lateness,
+        "lateness_ms": lateness,  # healthy monitors: answering targets never flipped
+        "lateness_answering_ms": measure.distribution(grid.lateness_ms),  # flipped ones too
         "missed": {
             "expected_slots": grid.expected_slots,
             "covered_slots": grid.covered_slots,
-            "missed": grid.missed,
+            "missed_answering": grid.missed,
+            "missed_failing": failing_missed,
+            "missed": grid.missed + failing_missed,
             "duplicate_rows": grid.duplicate_rows,
             "latest_starts": grid.latest,
         },
@@ -164,8 +185,12 @@ def build(
             name: measure.per_thousand(stores[0][name], counts, recorded)
             for name, counts in stores[1].items()
         },
+        "false_down": false_down,
+        "failing": failing,
         "latency_ms": latencies,
         "processes": table,
+        "cpu": cpu,
+        "blackbox_cpu": cost.blackbox_ratios(cpu, blackbox),
         "runstate_cpu_seconds_per_1k_checks": runstate_cpu_1k,
         "peers": {
             "client_ceiling": ceiling,
@@ -195,6 +220,10 @@ def summary(results: dict[str, Any]) -> str:
         f" missed={results['missed']['missed']}"
         f" ratio_vs_client_ceiling={_fmt(ceiling['ratio'] if ceiling else None)}"
         f" ratio_vs_blackbox={_fmt(blackbox['ratio'] if blackbox else None)}"
+        f" farm={results['config']['farm_details']['farm']}"
+        f" false_down={results['false_down']['in_window']}"
+        f" cpu_ratio_vs_blackbox="
+        f"{_fmt(results['blackbox_cpu'].get('vs_runstate_all_processes'))}"
     )
 
 
@@ -262,8 +291,10 @@ def _latency_lines(latency: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Flipped targets: {latency['flips']}; undetected: {latency['undetected']};"
-        f" not seen recovered: {latency['unrecovered']}; incidents on targets never flipped:"
-        f" {latency['spurious_incidents']}; webhooks received: {latency['webhooks_received']}"
+        f" not seen recovered: {latency['unrecovered']}; incidents on healthy targets never"
+        f" flipped: {latency['spurious_incidents']}; on failing targets (expected):"
+        f" {latency.get('incidents_on_failing_targets', 0)};"
+        f" webhooks received: {latency['webhooks_received']}"
         f" (signature verified: {latency['webhooks_verified']}). 'Seen open' and 'seen"
         f" resolved' are {seen}",
     ]
@@ -414,7 +445,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{config['monitors']:,} monitors ({config['users']:,} users) every"
         f" {config['interval_s']} s on {config['system']};"
-        f" farm: {config['farm']}, measured window {config['window_s']} s;"
+        f" farm: {config['farm_details']['farm']} ({config['farm']}),"
+        f" measured window {config['window_s']} s;"
         f" {results['machine']['cpus']} CPUs, Python {results['machine']['python']}.",
         "",
         *_environment_lines(results.get("environment") or {}, results["machine"]["cpus"]),
@@ -432,10 +464,16 @@ def markdown(results: dict[str, Any]) -> str:
         _row("scheduling lateness (check start - due time), ms", "p50", "p99", "max"),
         "|---|---:|---:|---:|",
         _row(
-            "from the check rows on the scheduler's grid",
+            "healthy monitors, from the check rows on the scheduler's grid",
             _d(late["p50"]),
             _d(late["p99"]),
             _d(late["max"]),
+        ),
+        _row(
+            "every answering monitor (the flipped ones too)",
+            _d(results["lateness_answering_ms"]["p50"]),
+            _d(results["lateness_answering_ms"]["p99"]),
+            _d(results["lateness_answering_ms"]["max"]),
         ),
         _row(
             "workers' histogram (bucketed)",
@@ -457,7 +495,8 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         f"Missed checks (due in the window, not run within one interval): **{missed['missed']:,}**"
-        f" of {missed['expected_slots']:,} due; duplicate rows for one slot:"
+        f" ({missed['missed_answering']:,} of {missed['expected_slots']:,} due on answering"
+        f" targets, {missed['missed_failing']:,} on failing ones); duplicate rows for one slot:"
         f" {missed['duplicate_rows']:,}."
         + (
             " Latest starts (over 1 s late): "
@@ -470,14 +509,16 @@ def markdown(results: dict[str, Any]) -> str:
             else ""
         ),
         "",
+        *outcomes.lines(config["farm_details"], results["false_down"], results["failing"]),
         *_store_lines(results.get("per_1k_checks") or {}),
         *_latency_lines(results["latency_ms"]),
         "",
+        *cost.lines(results["cpu"], results["blackbox_cpu"]),
         _row(
             "process kind",
             "processes",
             "CPU s",
-            "CPU s / 1,000 checks",
+            "CPU ms / check",
             "cores",
             "peak RSS MiB (max)",
             "peak RSS MiB (sum)",

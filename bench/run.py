@@ -1,10 +1,11 @@
-"""`python -m bench --preset smoke|10k|100k|up-smoke|up-10k`: one benchmark run, start to
-finish, of runstate in one of two modes (bench/modes.py): the distributed pipeline on
-PostgreSQL and Redis, or `runstate up` in one process on SQLite and its in-process queue.
+"""`python -m bench --preset smoke|10k|100k|up-smoke|up-10k|lab|lab-10k|lab-100k`: one
+benchmark run, start to finish, of runstate in one of two modes (bench/modes.py): the
+distributed pipeline on PostgreSQL and Redis, or `runstate up` in one process on SQLite and
+its in-process queue; on one of two farms (bench/farm/): realistic or lab.
 
 1. the database (a scratch PostgreSQL database or a SQLite file), created and `runstate
    migrate`d, and, in distributed mode, a clean Redis database with stream names of its own;
-2. the target farm (nginx when installed, else aiohttp processes) and a webhook receiver;
+2. the target farm and a webhook receiver;
 3. runstate: `runstate scheduler`, N x `runstate worker monitoring`, `runstate worker
    status-change`, `runstate worker notification` as separate processes, or `runstate up`;
    the monitors seeded meanwhile;
@@ -13,15 +14,15 @@ PostgreSQL and Redis, or `runstate up` in one process on SQLite and its in-proce
 5. runstate stopped, then side by side on the same farm: the check client's raw ceiling
    and, when installed, prometheus-blackbox-exporter;
 6. the report: bench/results/<preset>-<date>.md and .json, and one summary line, last.
+
+The command line is bench/options.py, the peers' turn bench/peer_runs.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -30,18 +31,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench import measure, profile, report
+from bench import measure, outcomes, profile, report
 from bench.farm import Farm, start_farm
-from bench.modes import MODES, Distributed, Mode, Up
-from bench.peers import Blackbox, find_blackbox
-from bench.presets import PRESETS, Preset
+from bench.modes import Distributed, Mode, Up
+from bench.options import Options, parse_args
+from bench.peer_runs import run_peers
 from bench.procs import (
     BenchError,
     Child,
@@ -55,34 +56,12 @@ from bench.procs import (
 )
 from bench.seed import seed_rows
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-# Database 15 is the unit tests', 14 the integration tests' (which flush it): the scheduler
-# lease and the pending-check marks are global keys, so the bench needs a database of its own.
-DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-RESULTS_DIR = Path(__file__).parent / "results"
 FLIP_LEAD_SECONDS = 1.0
 DRAIN_SECONDS = 2.0
 
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Options:
-    preset: Preset
-    postgres_url: str
-    redis_url: str
-    farm: str
-    results_dir: Path
-    keep: bool
-    seed: int
-    profile: bool
-    peers: bool
-    env: dict[str, str] = field(default_factory=dict)
-
-    def setting(self, name: str, default: int) -> int:
-        return int(self.env.get(name, default))
 
 
 @dataclass
@@ -146,7 +125,8 @@ class Run:
 
     def runstate_env(self) -> dict[str, str]:
         """The environment of every runstate process: default settings, but for loopback
-        targets, short intervals, the mode's database and queue, and `--env`."""
+        targets, short intervals, the mode's database and queue, the farm's DNS server and
+        CA, and `--env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTATE_", "SMTP_"))}
         for name in ("ADMIN_EMAIL", "ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL", "REDIS_ADDR"):
             env.pop(name, None)
@@ -161,11 +141,15 @@ class Run:
             NOTIFY_RETRY_BASE_SECONDS="0.1",
             RUNSTATE_DATA_DIR=str(self.work_dir / "data"),
         )
+        if self.farm is not None:
+            env.update(self.farm.runstate_env())
         env.update(self.options.env)
         return env
 
     def ensure_runstate_alive(self) -> None:
         self.children.ensure_alive(self.mode.kinds)
+        if self.farm is not None:
+            self.farm.ensure_alive()
 
     async def wait_runstate_ready(self, session: aiohttp.ClientSession) -> None:
         deadline = time.monotonic() + 60
@@ -196,15 +180,18 @@ class Run:
     # --- the measured window --------------------------------------------------------------
 
     def flip_plan(self) -> list[list[int]]:
-        """The targets flipped down in each cycle (a fresh set each time while any is left).
-        A cycle is down for one interval plus a margin, then up as long: long enough for
-        every flipped monitor to be checked, detected, recovered and alerted within it."""
-        n = len(self.website_ids)
-        size = max(1, round(self.preset.down_share * n))
+        """The targets flipped down in each cycle (a fresh set each time while any is left),
+        drawn from the healthy ones. A cycle is down for one interval plus a margin, then up
+        as long: long enough for every flipped monitor to be checked, detected, recovered
+        and alerted within it."""
+        assert self.farm is not None
+        candidates = self.farm.healthy()
+        n = len(candidates)
+        size = max(1, round(self.preset.down_share * len(self.website_ids)))
         half = self.half_cycle()
         cycles = int((self.preset.duration - FLIP_LEAD_SECONDS) // (2 * half))
         rng = random.Random(self.options.seed)  # noqa: S311 - not security
-        order = rng.sample(range(n), n)
+        order = rng.sample(candidates, n)  # on the lab farm: the same draw as ever
         return [[order[(c * size + k) % n] for k in range(min(size, n))] for c in range(cycles)]
 
     def half_cycle(self) -> float:
@@ -239,9 +226,8 @@ class Run:
             return lambda: [c.pid for c in self.children.of_kind(kind)]
 
         assert self.farm is not None
-        farm = self.farm
         groups: dict[str, Callable[[], list[int]]] = {k: of(k) for k in self.mode.kinds}
-        groups[f"farm ({farm.kind})"] = farm.pids
+        groups.update(self.farm.pid_groups())
         groups["webhook receiver"] = of("receiver")
         groups.update(self.mode.service_pids())
         groups["bench harness"] = lambda: [os.getpid()]
@@ -332,100 +318,6 @@ class Run:
     async def stop_runstate(self) -> None:
         await asyncio.to_thread(self.children.stop_many, self.runstate_children(), 30.0)
 
-    async def peers(self) -> dict[str, Any]:
-        """The client ceiling, then the blackbox exporter, one after the other on the same
-        farm, with every target up and runstate stopped."""
-        assert self.farm is not None
-        urls_file = self.work_dir / "urls.txt"
-        count = min(len(self.website_ids), 10_000)
-        urls_file.write_text("\n".join(self.farm.url(i) for i in range(count)))
-        concurrency = self.options.setting("MONITORING_CONCURRENCY", 500)
-        max_connections = self.options.setting("CHECK_MAX_CONNECTIONS", 1000)
-        seconds = self.preset.peer_seconds
-        common = ["--urls-file", str(urls_file), "--duration", str(seconds)]
-        ceiling_argv = [
-            [*common, "--concurrency", str(concurrency), "--max-connections", str(max_connections)]
-        ] * self.preset.workers
-        out: dict[str, Any] = {
-            "ceiling": await self.drive("ceiling", ceiling_argv, self.farm.pids),
-            "blackbox": None,
-        }
-        binary = find_blackbox()
-        if not self.options.peers or binary is None:
-            out["blackbox_missing"] = (
-                "skipped (--no-blackbox)"
-                if not self.options.peers
-                else "prometheus-blackbox-exporter is not installed"
-            )
-            return out
-        exporter = Blackbox(self.children, binary, self.work_dir, self.preset.timeout_ms // 1000)
-        try:
-            await exporter.wait_ready()
-            probe_argv = [
-                [
-                    *common,
-                    "--concurrency",
-                    str(concurrency * self.preset.workers),
-                    "--exporter",
-                    exporter.base,
-                ]
-            ]
-            out["blackbox"] = await self.drive("probe", probe_argv, exporter.pids)
-        finally:
-            self.children.stop(exporter.child)
-        return out
-
-    async def drive(
-        self, what: str, argvs: list[list[str]], watched: Callable[[], list[int]]
-    ) -> dict[str, Any]:
-        """Run the driver processes at once; sum what they counted. ``watched`` are the
-        processes whose CPU over the measured window is reported with it (the farm for the
-        ceiling, the exporter for the probes)."""
-        say(f"peer: {what} x {len(argvs)} for {self.preset.peer_seconds:g} s")
-        processes = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.peers",
-                what,
-                *argv,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for argv in argvs
-        ]
-        assert processes[0].stdout is not None
-        limit = self.preset.peer_seconds + 60
-        try:
-            await asyncio.wait_for(processes[0].stdout.readline(), limit)  # {"measuring": true}
-        except TimeoutError:
-            for process in processes:
-                process.kill()
-            raise BenchError(f"bench.peers {what} did not start measuring") from None
-        before = cpu_snapshot({"watched": watched})
-        results = []
-        for process in processes:
-            try:
-                output, errors = await asyncio.wait_for(process.communicate(), limit)
-            except TimeoutError:
-                process.kill()
-                raise BenchError(f"bench.peers {what} did not finish") from None
-            lines = output.decode().splitlines()
-            if process.returncode != 0 or not lines:
-                raise BenchError(f"bench.peers {what} failed:\n{errors.decode()[-2000:]}")
-            results.append(json.loads(lines[-1]))
-        watched_cpu = usage_between(before, cpu_snapshot({"watched": watched}))[0].cpu_seconds
-        done = sum(r["done"] for r in results)
-        return {
-            "processes": len(results),
-            "done": done,
-            "ok": sum(r["ok"] for r in results),
-            "per_s": sum(r["per_s"] for r in results),
-            "driver_cpu_seconds": sum(r["cpu_seconds"] for r in results),
-            "watched_cpu_seconds": watched_cpu,
-            "seconds": self.preset.peer_seconds,
-        }
-
     # --- the whole run ------------------------------------------------------------------
 
     async def execute(self) -> dict[str, Any]:
@@ -444,7 +336,14 @@ class Run:
             f" window {preset.duration:g} s"
         )
         self.farm = start_farm(
-            self.children, self.work_dir, self.options.farm, preset.farm_processes, 1
+            self.children,
+            self.work_dir,
+            farm=preset.farm,
+            monitors=preset.monitors,
+            shares=self.options.shares,
+            seed=self.options.seed,
+            lab_server=self.options.lab_server,
+            lab_processes=preset.farm_processes,
         )
         self.start_receiver()
         await mode.prepare()
@@ -468,7 +367,7 @@ class Run:
             self.website_ids = rows.website_ids
             self.mark("seeded")
             say(
-                f"farm: {self.farm.kind}; {preset.monitors} monitors in"
+                f"farm: {self.farm.name} ({self.farm.kind}); {preset.monitors} monitors in"
                 f" {mode.store.description}; waiting for every monitor's first check"
             )
             await self.wait_first_checks()
@@ -482,7 +381,8 @@ class Run:
             datetime.fromtimestamp(self.window.start, UTC),
             datetime.fromtimestamp(self.window.end, UTC) + timedelta(seconds=preset.interval),
         )
-        peers = await self.peers()
+        window["down_rows"] = await mode.store.down_checks()
+        peers = await run_peers(self)
         self.mark("peers_done")
         return self.analyse(window, checks, peers, len(rows.users))
 
@@ -490,16 +390,30 @@ class Run:
         self, window: dict[str, Any], rows: list[Any], peers: dict[str, Any], users: int
     ) -> dict[str, Any]:
         assert self.farm is not None
-        grid = measure.grid_analysis(
-            rows, self.website_ids, self.preset.interval, (self.window.start, self.window.end)
-        )
+        span = (self.window.start, self.window.end)
+        flipped = {flip.website_id for flip in window["flips"]}
+        roles = outcomes.Roles.of(self.farm, self.website_ids, flipped)
+        grid = measure.grid_analysis(rows, roles.answering, self.preset.interval, span)
+        healthy_grid = measure.grid_analysis(rows, roles.healthy, self.preset.interval, span)
         recorded = sum(1 for _, created_at, _ in rows if created_at.timestamp() < self.window.end)
         return report.build(
             run=self,
             users=users,
             grid=grid,
+            healthy_grid=healthy_grid,
+            false_down=outcomes.false_down(window["down_rows"], roles.healthy, span[0]),
+            failing=outcomes.failing_outcomes(
+                roles,
+                rows,
+                window["down_rows"],
+                span,
+                self.preset.interval,
+                self.preset.timeout_ms,
+            ),
             recorded=recorded,
-            latencies=measure.latencies(window["flips"], window["watcher"], window["arrivals"]),
+            latencies=measure.latencies(
+                window["flips"], window["watcher"], window["arrivals"], set(roles.healthy)
+            ),
             usage=window["usage"],
             scrapes=window["scrapes"],
             stores=window["stores"],
@@ -509,6 +423,8 @@ class Run:
 
     async def cleanup(self) -> None:
         await asyncio.to_thread(self.children.stop_all)
+        if self.farm is not None:
+            self.farm.close()
         with contextlib.suppress(Exception):
             await self.mode.finish(keep=self.options.keep)
         if self.options.keep:
@@ -518,78 +434,6 @@ class Run:
             say(f"the processes' logs are kept in {self.work_dir}")
         else:
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Benchmark runstate: its distributed pipeline or `runstate up`.",
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
-    parser.add_argument(
-        "--mode",
-        choices=MODES,
-        help="distributed: separate processes on PostgreSQL and Redis; up: `runstate up`, one"
-        " process on SQLite and the in-process queue (default: the preset's)",
-    )
-    parser.add_argument("--monitors", type=int, help="override the preset's monitor count")
-    parser.add_argument("--interval", type=int, help="seconds between checks of a monitor")
-    parser.add_argument("--duration", type=float, help="seconds of the measured window")
-    parser.add_argument(
-        "--workers", type=int, help="monitoring worker processes (distributed mode only)"
-    )
-    parser.add_argument("--down-share", type=float, help="share of targets flipped per cycle")
-    parser.add_argument("--peer-seconds", type=float, help="seconds of each peer's measurement")
-    parser.add_argument("--farm", choices=["auto", "nginx", "aiohttp"], default="auto")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a setting for every runstate process (e.g. CONSUMER_BATCH_SIZE=200)",
-    )
-    parser.add_argument("--no-blackbox", action="store_true", help="skip the blackbox exporter")
-    parser.add_argument("--profile", action="store_true", help="py-spy runstate's processes")
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--seed", type=int, default=1, help="which targets are flipped")
-    parser.add_argument("--keep", action="store_true", help="keep the database, streams and logs")
-    args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
-    overrides = {
-        name: value
-        for name, value in (
-            ("mode", args.mode),
-            ("monitors", args.monitors),
-            ("interval", args.interval),
-            ("duration", args.duration),
-            ("workers", args.workers),
-            ("down_share", args.down_share),
-            ("peer_seconds", args.peer_seconds),
-        )
-        if value is not None
-    }
-    preset = replace(preset, **overrides)
-    if preset.mode == "up":  # one process: its monitoring part is the one worker
-        if args.workers not in (None, 1):
-            parser.error("--workers: `runstate up` is one process; use --mode distributed")
-        preset = replace(preset, workers=1)
-    env = dict(item.split("=", 1) for item in args.env)
-    return Options(
-        preset=preset,
-        postgres_url=args.postgres_url,
-        redis_url=args.redis_url,
-        farm=args.farm,
-        results_dir=args.results_dir,
-        keep=args.keep,
-        seed=args.seed,
-        profile=args.profile,
-        peers=not args.no_blackbox,
-        env=env,
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,8 @@ from runstate.storage.tables import Base, Incident, Website, WebsiteCheck
 
 # (website_id, created_at, response_time_ms): what the grid analysis needs of a check.
 CheckRow = tuple[uuid.UUID, datetime, int | None]
+# (website_id, created_at, error) of a check that came out down.
+DownRow = tuple[uuid.UUID, datetime, str | None]
 # (incident_id, website_id, started_at, resolved_at), the times in seconds since the epoch.
 IncidentRow = tuple[uuid.UUID, uuid.UUID, float, float | None]
 Notified = Callable[[IncidentRow], None]
@@ -87,6 +89,10 @@ class Store(ABC):
     @abstractmethod
     async def check_rows(self, since: datetime, until: datetime) -> list[CheckRow]:
         """The checks recorded with `created_at` in [since, until)."""
+
+    @abstractmethod
+    async def down_checks(self) -> list[DownRow]:
+        """Every check of the run that came out down."""
 
     @abstractmethod
     def incidents(self, notified: Notified) -> AbstractAsyncContextManager[IncidentReader]:
@@ -179,6 +185,12 @@ class PostgresStore(Store):
             " WHERE created_at >= $1 AND created_at < $2",
             since,
             until,
+        )
+        return [(r[0], r[1], r[2]) for r in records]
+
+    async def down_checks(self) -> list[DownRow]:
+        records = await self._fetch(
+            "SELECT website_id, created_at, error FROM website_checks WHERE status = 'down'"
         )
         return [(r[0], r[1], r[2]) for r in records]
 
@@ -295,6 +307,13 @@ class SqliteStore(Store):
         query = select(
             WebsiteCheck.website_id, WebsiteCheck.created_at, WebsiteCheck.response_time_ms
         ).where(WebsiteCheck.created_at >= since, WebsiteCheck.created_at < until)
+        async with self.engine.connect() as connection:
+            return [(r[0], r[1], r[2]) for r in await connection.execute(query)]
+
+    async def down_checks(self) -> list[DownRow]:
+        query = select(WebsiteCheck.website_id, WebsiteCheck.created_at, WebsiteCheck.error).where(
+            WebsiteCheck.status == "down"
+        )
         async with self.engine.connect() as connection:
             return [(r[0], r[1], r[2]) for r in await connection.execute(query)]
 

@@ -19,7 +19,7 @@ def run_bench(*args: str, results_dir: Path) -> subprocess.CompletedProcess[str]
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=240,
         check=False,
     )
 
@@ -35,7 +35,8 @@ def check_run(
     summary = re.compile(
         rf"summary preset={re.escape(preset)} monitors=(\d+) checks_per_s={NUMBER}"
         rf" p99_lateness_ms={NUMBER} missed=(\d+) ratio_vs_client_ceiling={NUMBER}"
-        rf" ratio_vs_blackbox={NUMBER}"
+        rf" ratio_vs_blackbox={NUMBER} farm=(realistic|lab) false_down=(\d+)"
+        rf" cpu_ratio_vs_blackbox={NUMBER}"
     )
     match = summary.fullmatch(last)
     assert match, f"the last line is not the summary: {last!r}"
@@ -52,4 +53,20 @@ def check_run(
     assert results["latency_ms"]["detection"]["n"] > 0
     assert results["latency_ms"]["webhooks_received"] > 0
     assert results["peers"]["client_ceiling"]["done"] > 0
+    assert results["config"]["farm_details"]["farm"] == match[8]
     return results
+
+
+def check_realistic_farm(results: dict[str, Any]) -> None:
+    """The run was on the realistic farm, and runstate met each of its failure kinds through
+    the farm's DNS server and CA: every failing monitor was checked and came out DOWN, and
+    the healthy ones (https, verified against the bench CA) were checked too."""
+    farm = results["config"]["farm_details"]
+    assert farm["farm"] == "realistic"
+    assert farm["https_share"] >= 0.9
+    assert set(results["failing"]) == {"slow", "blackhole", "refused", "nxdomain", "dns_hang"}
+    for kind in ("blackhole", "refused", "nxdomain", "dns_hang"):
+        assert results["failing"][kind]["down"] > 0, kind
+    assert "DNS" in " ".join(results["failing"]["nxdomain"]["errors"])
+    assert results["false_down"]["healthy_monitors"] > 0
+    assert results["lateness_ms"]["n"] > 0

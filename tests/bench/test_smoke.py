@@ -1,5 +1,6 @@
-"""The benchmark harness (bench/) runs its smoke preset end to end: a check of the harness,
-not of the numbers it reports."""
+"""The benchmark harness (bench/) runs its smoke preset end to end on the realistic farm
+(names on a local dnsmasq, https on nginx, the failure mix): a check of the harness, not of
+the numbers it reports. On CI a missing nginx or dnsmasq fails it (.ci/run installs them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests.bench.harness import check_run, run_bench
+from tests.bench.harness import check_realistic_farm, check_run, run_bench
+from tests.bench.tools import require_farm_tools
 
 # The bench's own Redis database: 15 is the unit tests', 14 the integration tests'.
 BENCH_REDIS_DB = 13
@@ -31,6 +33,7 @@ async def _bench_databases(admin_url: str, run_id: str) -> list[str]:
 def smoke_run(
     postgres_admin_url: str, redis_url: str, tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
+    require_farm_tools()
     bench_redis = urlunsplit(urlsplit(redis_url)._replace(path=f"/{BENCH_REDIS_DB}"))
     return run_bench(
         "--preset",
@@ -48,6 +51,7 @@ async def test_smoke_preset_runs_end_to_end_and_prints_its_summary_last(
 ) -> None:
     results = check_run(smoke_run, "smoke", 300, tmp_path)
     assert results["mode"] == "distributed"
+    check_realistic_farm(results)
     kinds = {row["kind"] for row in results["processes"]}
     assert {"scheduler", "worker-monitoring", "worker-status-change"} <= kinds
     # The scratch database is dropped at the end.

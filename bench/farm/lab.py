@@ -1,13 +1,15 @@
-"""The target farm: `http://127.0.0.1:<port>/t/<i>` answers 200 "ok", or 503 while target i
-is flipped down.
+"""The lab farm: `http://127.0.0.1:<port>/t/<i>` answers 200 "ok", or 503 while target i
+is flipped down; plain HTTP on one address, kept alive, every target healthy. It is the
+farm the first benchmarks ran on (`--farm lab`, presets `lab`, `lab-10k`, `lab-100k`),
+kept as it was so those figures stay reproducible beside the realistic farm's.
 
-Two implementations behind one interface (:class:`Farm`):
+Two implementations behind one interface:
 
 - nginx (Debian's), when installed: one master and its workers as a child process with a
   generated config; a target is down while the file `<dir>/down/t/<i>` exists (one `stat`
   per request, no reload, so no keep-alive connection is dropped by a flip);
-- otherwise an aiohttp server in its own processes (`python -m bench.farm --port P`), one
-  port per process, holding the down set in memory and flipped through `POST /_ctl`.
+- otherwise an aiohttp server in its own processes (`python -m bench.farm.lab --port P`),
+  one port per process, holding the down set in memory and flipped through `POST /_ctl`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import asyncio
 import shutil
 import sys
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from bench.farm.base import Farm, PidGroups
 from bench.procs import BenchError, Child, Children, free_port, with_descendants
 
 NGINX_PATHS = ("/usr/sbin/nginx",)
@@ -36,48 +38,40 @@ def find_nginx() -> str | None:
     return next((p for p in NGINX_PATHS if Path(p).is_file()), None)
 
 
-class Farm(ABC):
-    kind: str
+class LabFarm(Farm):
+    name = "lab"
     ports: list[int]
 
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}/t/{i}"
 
-    @abstractmethod
-    async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
-        """Make targets ``ids`` answer 503 (``down``) or 200 again; returns once in force,
-        with the time (epoch seconds) just before each target's change: no check can have
-        seen the new state earlier, and it was in force a few microseconds later."""
-
-    @abstractmethod
-    def pids(self) -> list[int]: ...
+    async def probe(self, i: int) -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(self.url(i)) as answer:
+                return answer.status == 200
+        except aiohttp.ClientError:
+            return False
 
     async def wait_ready(self, deadline_seconds: float = 20.0) -> None:
         deadline = time.monotonic() + deadline_seconds
-        async with aiohttp.ClientSession() as session:
-            for i in range(len(self.ports)):
-                while True:
-                    try:
-                        async with session.get(self.url(i)) as answer:
-                            if answer.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"the {self.kind} farm did not answer on {self.url(i)}")
-                    await asyncio.sleep(0.05)
+        for i in range(len(self.ports)):  # one target on each port
+            while not await self.probe(i):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the {self.kind} farm did not answer on {self.url(i)}")
+                await asyncio.sleep(0.05)
 
 
-class AiohttpFarm(Farm):
+class AiohttpFarm(LabFarm):
     kind = "aiohttp"
 
-    def __init__(self, children: Children, processes: int) -> None:
+    def __init__(self, children: Children, processes: int, monitors: int) -> None:
+        self.monitors = monitors
         self.ports = [free_port() for _ in range(processes)]
         self.children: list[Child] = [
             children.start(
                 "farm",
                 f"farm-{n}",
-                [sys.executable, "-m", "bench.farm", "--port", str(port)],
+                [sys.executable, "-m", "bench.farm.lab", "--port", str(port)],
             )
             for n, port in enumerate(self.ports)
         ]
@@ -97,8 +91,8 @@ class AiohttpFarm(Farm):
                 changed.update(dict.fromkeys(chosen, at))
         return changed
 
-    def pids(self) -> list[int]:
-        return [c.pid for c in self.children if c.alive()]
+    def pid_groups(self) -> PidGroups:
+        return {"farm (aiohttp)": lambda: [c.pid for c in self.children if c.alive()]}
 
 
 _NGINX_CONF = """\
@@ -131,10 +125,13 @@ http {{
 """
 
 
-class NginxFarm(Farm):
+class NginxFarm(LabFarm):
     kind = "nginx"
 
-    def __init__(self, children: Children, binary: str, work_dir: Path, workers: int) -> None:
+    def __init__(
+        self, children: Children, binary: str, work_dir: Path, workers: int, monitors: int
+    ) -> None:
+        self.monitors = monitors
         self.dir = work_dir / "nginx"
         (self.dir / "tmp").mkdir(parents=True)
         (self.dir / "down" / "t").mkdir(parents=True)
@@ -160,20 +157,27 @@ class NginxFarm(Farm):
                 path.unlink(missing_ok=True)
         return changed
 
-    def pids(self) -> list[int]:
-        return with_descendants(self.child.pid) if self.child.alive() else []
+    def pid_groups(self) -> PidGroups:
+        return {
+            "farm (nginx)": lambda: with_descendants(self.child.pid) if self.child.alive() else []
+        }
 
 
-def start_farm(
-    children: Children, work_dir: Path, choice: str, aiohttp_processes: int, nginx_workers: int
-) -> Farm:
-    """``choice``: "auto" (nginx when installed), "nginx" or "aiohttp"."""
+def start_lab_farm(
+    children: Children,
+    work_dir: Path,
+    server: str,
+    monitors: int,
+    aiohttp_processes: int,
+    nginx_workers: int,
+) -> LabFarm:
+    """``server``: "auto" (nginx when installed), "nginx" or "aiohttp"."""
     binary = find_nginx()
-    if choice == "nginx" and binary is None:
-        raise BenchError("--farm nginx: nginx is not installed (apt-get install nginx)")
-    if choice != "aiohttp" and binary is not None:
-        return NginxFarm(children, binary, work_dir, nginx_workers)
-    return AiohttpFarm(children, aiohttp_processes)
+    if server == "nginx" and binary is None:
+        raise BenchError("--lab-server nginx: nginx is not installed (apt-get install nginx)")
+    if server != "aiohttp" and binary is not None:
+        return NginxFarm(children, binary, work_dir, nginx_workers, monitors)
+    return AiohttpFarm(children, aiohttp_processes, monitors)
 
 
 # --- the aiohttp farm process -----------------------------------------------------------
