@@ -168,6 +168,9 @@ def build(
             "checks_per_s": checks_per_s,
             "checks_recorded": recorded,
             "rows_started_in_window": grid.rows_in_window,
+            # The healthy monitors' checks that started in the window, and their due rate.
+            "healthy_checks_per_s": healthy_grid.rows_in_window / seconds if seconds else None,
+            "healthy_offered_per_s": false_down["healthy_monitors"] / preset.interval,
         },
         "lateness_ms": lateness,  # healthy monitors: answering targets never flipped
         "lateness_answering_ms": measure.distribution(grid.lateness_ms),  # flipped ones too
@@ -455,6 +458,11 @@ def markdown(results: dict[str, Any]) -> str:
         _row("offered (monitors ÷ interval), checks/s", _d(through["offered_per_s"])),
         _row("sustained, recorded in the database, checks/s", _d(through["checks_per_s"])),
         _row("checks recorded in the window", _d(through["checks_recorded"])),
+        _row(
+            "healthy monitors: started in the window, checks/s (due: "
+            f"{_d(through['healthy_offered_per_s'])})",
+            _d(through["healthy_checks_per_s"]),
+        ),
         _row("checks run (workers' counter)", _d(metrics["checks_run"], 0)),
         _row(
             "enqueued / skipped as still pending (scheduler)",
