@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -164,25 +165,35 @@ def _listening_socket(port: int = 0) -> socket.socket:
 
 
 class _AiohttpServer:
-    """An aiohttp application on a fixed loopback port that can stop and resume listening."""
+    """An aiohttp application on a fixed loopback port that can stop and resume listening;
+    over TLS when given ``ssl_context``."""
 
-    def __init__(self, loop: LoopThread, app_factory: Callable[[], web.Application]) -> None:
+    def __init__(
+        self,
+        loop: LoopThread,
+        app_factory: Callable[[], web.Application],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._loop = loop
         self._app_factory = app_factory
+        self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
         self.port = 0
         self.start_listening()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def _start(self) -> None:
         sock = _listening_socket(self.port)
         self.port = int(sock.getsockname()[1])
         runner = web.AppRunner(self._app_factory(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        self._site = web.SockSite(runner, sock, ssl_context=self._ssl_context)
+        await self._site.start()
         self._runner = runner
 
     async def _stop(self) -> None:
@@ -192,21 +203,29 @@ class _AiohttpServer:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _stop_accepting(self) -> None:
+        if self._site is not None:
+            await self._site.stop()  # closes the listening socket only
+
     def start_listening(self) -> None:
         self._loop.run(self._start())
 
     def stop_listening(self) -> None:
         self._loop.run(self._stop())
 
+    def stop_accepting(self) -> None:
+        """Refuse new connections while the open ones stay open (and kept alive)."""
+        self._loop.run(self._stop_accepting())
+
 
 class Target(_AiohttpServer):
     """A monitored site: every path answers 200 while ``healthy``, 503 otherwise, after
     ``delay`` seconds; ``stop_listening`` makes connections be refused."""
 
-    def __init__(self, loop: LoopThread) -> None:
+    def __init__(self, loop: LoopThread, ssl_context: ssl.SSLContext | None = None) -> None:
         self.healthy = True
         self.delay = 0.0
-        super().__init__(loop, self._app)
+        super().__init__(loop, self._app, ssl_context)
 
     def _app(self) -> web.Application:
         app = web.Application()
