@@ -35,7 +35,7 @@ def check_run(
     summary = re.compile(
         rf"summary preset={re.escape(preset)} monitors=(\d+) checks_per_s={NUMBER}"
         rf" p99_lateness_ms={NUMBER} missed=(\d+) ratio_vs_client_ceiling={NUMBER}"
-        rf" ratio_vs_blackbox={NUMBER} farm=(realistic|lab) false_down=(\d+)"
+        rf" ratio_vs_blackbox={NUMBER} farm=(?P<farm>realistic|lab) false_down=(\d+)"
         rf" cpu_ratio_vs_blackbox={NUMBER}"
     )
     match = summary.fullmatch(last)
@@ -53,7 +53,7 @@ def check_run(
     assert results["latency_ms"]["detection"]["n"] > 0
     assert results["latency_ms"]["webhooks_received"] > 0
     assert results["peers"]["client_ceiling"]["done"] > 0
-    assert results["config"]["farm_details"]["farm"] == match[8]
+    assert results["config"]["farm_details"]["farm"] == match["farm"]
     return results
 
 
