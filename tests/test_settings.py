@@ -204,3 +204,80 @@ def test_a_damaged_generated_secret_is_refused_naming_the_data_directory(tmp_pat
     settings = load_settings(RUNSTATE_DATA_DIR=tmp_path)
     with pytest.raises(SettingsError, match="RUNSTATE_DATA_DIR"):
         settings.jwt_secret()
+
+
+def test_dns_defaults_are_the_system_resolvers_and_a_cache_for_every_monitored_host() -> None:
+    settings = load_settings()
+    assert settings.DNS_SERVERS is None
+    assert settings.dns_servers is None
+    assert settings.DNS_TIMEOUT_SECONDS == 5.0
+    assert settings.DNS_CACHE_SIZE == 200_000
+    assert settings.DNS_CACHE_MIN_TTL_SECONDS == 5.0
+    assert settings.DNS_CACHE_MAX_TTL_SECONDS == 300.0
+    assert settings.DNS_NEGATIVE_TTL_SECONDS == 5.0
+
+
+@pytest.mark.parametrize(
+    ("value", "servers"),
+    [
+        ("10.0.0.2", ("10.0.0.2:53",)),
+        ("127.0.0.1:5353", ("127.0.0.1:5353",)),
+        (" 10.0.0.2 , 10.0.0.3:53 ", ("10.0.0.2:53", "10.0.0.3:53")),
+        ("[::1]:5353", ("[::1]:5353",)),
+        ("[2001:DB8::53]", ("[2001:db8::53]:53",)),
+        ("1.1.1.1,[2606:4700:4700::1111]:53", ("1.1.1.1:53", "[2606:4700:4700::1111]:53")),
+    ],
+)
+def test_dns_servers_are_read_as_addresses_with_ports(
+    monkeypatch: pytest.MonkeyPatch, value: str, servers: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("DNS_SERVERS", value)
+    assert load_settings().dns_servers == servers
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("dns.example.com", "is not an IP address"),
+        ("10.0.0.2:0", "the port must be within 1-65535"),
+        ("10.0.0.2:65536", "the port must be within 1-65535"),
+        ("10.0.0.2:dns", "the port must be within 1-65535"),
+        ("10.0.0.2,,10.0.0.3", "'' is not an IP address"),
+        ("::1", "write an IPv6 server in brackets, e.g. [::1]:53"),
+        ("[::1", "is not [ipv6]:port"),
+        ("[10.0.0.2]:53", "is not an IP address"),
+    ],
+)
+def test_a_wrong_dns_server_is_a_one_line_error_naming_dns_servers(
+    monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("DNS_SERVERS", value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("DNS_SERVERS: ")
+    assert reason in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DNS_TIMEOUT_SECONDS", "0"),
+        ("DNS_CACHE_SIZE", "0"),
+        ("DNS_CACHE_MAX_TTL_SECONDS", "-1"),
+        ("DNS_NEGATIVE_TTL_SECONDS", "soon"),
+    ],
+)
+def test_a_wrong_dns_number_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"^{name}: "):
+        load_settings()
+
+
+def test_a_dns_ttl_floor_above_the_ceiling_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DNS_CACHE_MIN_TTL_SECONDS", "600")
+    with pytest.raises(SettingsError, match=r"^DNS_CACHE_MIN_TTL_SECONDS: must not exceed"):
+        load_settings()

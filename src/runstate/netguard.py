@@ -22,6 +22,7 @@ import errno
 import re
 import socket
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeAlias
 
@@ -30,6 +31,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.tracing import Trace
 from yarl import URL
+
+from runstate.resolve import CachingResolver
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 
@@ -238,24 +241,40 @@ async def check_url_target(url: str, *, allow_private: bool, resolve_timeout: fl
 
 
 def _check_resolved(host: str, address: str) -> None:
+    refusal = _refusal_of_resolved(address)
+    if refusal is not None:
+        shown, reason = refusal
+        raise TargetNotAllowed(f"{host} ({shown})", reason)
+
+
+@lru_cache(maxsize=1 << 16)
+def _refusal_of_resolved(address: str) -> tuple[str, str] | None:
+    """(the address as shown, the reason) when a resolved address is refused, else None.
+
+    Cached: every connection passes the guard, and a host's few addresses come back on each.
+    """
     ip = parse_ip_literal(address)
     if ip is None:  # cannot happen with a sane resolver; fail closed anyway
-        raise TargetNotAllowed(f"{host} ({address})", "unparseable resolved address")
-    check_address(ip, allow_private=False, name=host)
+        return address, "unparseable resolved address"
+    reason = forbidden_reason(ip)
+    return None if reason is None else (str(ip), reason)
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp resolver for the workers: resolves with the inner resolver (by default aiohttp's
-    ThreadedResolver, created on first use) and, unless allow_private, raises TargetNotAllowed
-    when the name is "localhost"/"*.localhost" or ANY resolved address is not public.
+    """aiohttp resolver for the workers: resolves with the inner resolver and, unless
+    allow_private, raises TargetNotAllowed when the name is "localhost"/"*.localhost" or ANY
+    resolved address is not public.
 
+    Without an inner resolver it makes a :class:`runstate.resolve.CachingResolver` with the
+    default settings (the system's DNS servers) on first use, and ``close()`` closes it. An
+    inner resolver passed in belongs to the caller, who closes it (it may be shared).
     aiohttp never calls a resolver for IP-literal hosts: use :func:`guarded_connector`.
-    ``close()`` also closes the inner resolver.
     """
 
     def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
         self._allow_private = allow_private
         self._inner = inner
+        self._owns_inner = inner is None
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -263,7 +282,7 @@ class GuardedResolver(AbstractResolver):
         if not self._allow_private and _is_localhost_name(host):
             raise TargetNotAllowed(host, "loopback name")
         if self._inner is None:
-            self._inner = aiohttp.ThreadedResolver()
+            self._inner = CachingResolver()  # here: it needs the running loop
         results = await self._inner.resolve(host, port, family)
         if not self._allow_private:
             for result in results:
@@ -271,16 +290,24 @@ class GuardedResolver(AbstractResolver):
         return results
 
     async def close(self) -> None:
-        if self._inner is not None:
+        if self._owns_inner and self._inner is not None:
             await self._inner.close()
+            self._inner = None
 
 
 class _GuardedConnector(aiohttp.TCPConnector):
     """TCPConnector that also checks IP-literal hosts, which bypass the resolver."""
 
-    def __init__(self, *, allow_private: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, allow_private: bool, resolver: GuardedResolver, **kwargs: Any) -> None:
+        super().__init__(resolver=resolver, **kwargs)
         self._allow_private = allow_private
+        self._guarded_resolver = resolver
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        # aiohttp closes only a resolver it made itself; this one is ours to close (which
+        # closes the inner resolver only when the guard made it).
+        await super().close(abort_ssl=abort_ssl)
+        await self._guarded_resolver.close()
 
     async def _resolve_host(
         self, host: str, port: int, traces: Sequence[Trace] | None = None
@@ -317,12 +344,19 @@ def guarded_connector(
     """A TCPConnector whose every connection (each redirect hop too) passes the guard.
 
     Must be called with a running event loop. A ``resolver=`` in kwargs is wrapped, not
-    replaced. A refused target raises aiohttp.ClientConnectorError (ClientProxyConnectionError
-    for a proxy) with ``os_error`` a PermissionError and TargetNotAllowed as ``__cause__``;
-    test with :func:`is_blocked_error`. Proxies are not supported (only the proxy's own address
-    would be checked), so do not give the session ``proxy=`` or ``trust_env=True``.
+    replaced, and stays open when the connector closes (its owner closes it); without one,
+    names are resolved by a :class:`runstate.resolve.CachingResolver` with the default
+    settings, closed with the connector. aiohttp's own DNS cache is off unless
+    ``use_dns_cache=True`` is given: the resolver caches, honouring record TTLs, and shares
+    concurrent lookups. A refused target raises aiohttp.ClientConnectorError
+    (ClientProxyConnectionError for a proxy) with ``os_error`` a PermissionError and
+    TargetNotAllowed as ``__cause__``; test with :func:`is_blocked_error`. A name that does
+    not resolve raises aiohttp.ClientConnectorDNSError. Proxies are not supported (only the
+    proxy's own address would be checked), so do not give the session ``proxy=`` or
+    ``trust_env=True``.
     """
     resolver = GuardedResolver(allow_private=allow_private, inner=kwargs.pop("resolver", None))
+    kwargs.setdefault("use_dns_cache", False)
     return _GuardedConnector(
         allow_private=allow_private,
         resolver=resolver,

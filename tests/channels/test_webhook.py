@@ -25,6 +25,7 @@ from runstate.channels.webhook import WebhookChannel
 from runstate.domain.events import Alert, AlertEvent
 from runstate.domain.status import Status
 from runstate.settings import Settings
+from tests.dns_server import LocalDnsServer
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 WEBSITE_ID = uuid.UUID("6f1c1f3e-5a4b-4c2d-9e8f-0a1b2c3d4e5f")
@@ -281,3 +282,21 @@ async def test_every_registered_channel_loads_as_its_kind() -> None:
         instance = cls.from_settings(settings)
         assert instance.kind == kind
         await instance.aclose()
+
+
+async def test_a_target_name_is_resolved_through_dns_servers(
+    receiver: Receiver, dns_server: LocalDnsServer
+) -> None:
+    dns_server.set_records("hooks.test", ["127.0.0.1"])
+    port = receiver.base.rsplit(":", 1)[1]
+    settings = Settings(ALLOW_PRIVATE_TARGETS=True, DNS_SERVERS=dns_server.address)
+    webhook = WebhookChannel.from_settings(settings)
+    try:
+        await webhook.deliver(make_delivery(f"http://hooks.test:{port}/ok"))
+        error = await failure(webhook, make_delivery(f"http://gone.test:{port}/ok"))
+    finally:
+        await webhook.aclose()
+    assert [request.path for request in receiver.requests] == ["/ok"]
+    assert dns_server.queries["hooks.test"] >= 1
+    assert "NXDOMAIN" in str(error)
+    assert not error.permanent  # DNS may be fixed by the next attempt

@@ -2,8 +2,9 @@
 
 Every connection goes through the SSRF guard (:func:`runstate.netguard.guarded_connector`), so
 a target that resolves to a private address is refused at connect time unless
-ALLOW_PRIVATE_TARGETS. Redirects are never followed: a receiver that moved must be updated by
-its owner, and following would let a public target bounce us to a private one.
+ALLOW_PRIVATE_TARGETS; names are resolved as the DNS_* settings say (runstate.resolve).
+Redirects are never followed: a receiver that moved must be updated by its owner, and
+following would let a public target bounce us to a private one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orjson
 from runstate import __version__
 from runstate.channels.base import Delivery, DeliveryError, render_payload
 from runstate.netguard import TargetNotAllowed, guarded_connector, is_blocked_error
+from runstate.resolve import CachingResolver, DnsConfig
 
 if TYPE_CHECKING:
     from runstate.channels.base import Channel
@@ -90,11 +92,18 @@ class WebhookChannel:
     kind = "webhook"
 
     def __init__(
-        self, *, allow_private: bool, timeout_seconds: float = 10.0, max_connections: int = 100
+        self,
+        *,
+        allow_private: bool,
+        timeout_seconds: float = 10.0,
+        max_connections: int = 100,
+        dns: DnsConfig | None = None,
     ) -> None:
         self._allow_private = allow_private
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_connections = max_connections
+        self._dns = dns or DnsConfig()
+        self._resolver: CachingResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -102,14 +111,19 @@ class WebhookChannel:
         return cls(
             allow_private=settings.ALLOW_PRIVATE_TARGETS,
             timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+            dns=DnsConfig.from_settings(settings),
         )
 
     def _client(self) -> aiohttp.ClientSession:
-        # Created on first use: the guarded connector needs a running event loop.
+        # Created on first use: the resolver and the guarded connector need a running loop.
         if self._session is None or self._session.closed:
+            if self._resolver is None:
+                self._resolver = CachingResolver(self._dns)
             self._session = aiohttp.ClientSession(
                 connector=guarded_connector(
-                    allow_private=self._allow_private, limit=self._max_connections
+                    allow_private=self._allow_private,
+                    limit=self._max_connections,
+                    resolver=self._resolver,
                 ),
                 timeout=self._timeout,
                 headers={"user-agent": USER_AGENT},
@@ -154,6 +168,9 @@ class WebhookChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
 
 def _blocked_message(exc: BaseException) -> str:
