@@ -30,6 +30,7 @@ from runstate.pipeline.schedule import Scheduler, SchedulerOptions
 from runstate.pipeline.status_change import StatusChangeStage
 from runstate.queue import keys
 from runstate.queue.backend import QueueBackend, open_backend
+from runstate.resolve import CachingResolver
 from runstate.runtime import Component, heartbeat, sleep_unless_stopped
 from runstate.settings import Settings
 from runstate.storage.db import create_engine, session_factory
@@ -116,11 +117,13 @@ class Pipeline:
 
         async def run(stop: asyncio.Event) -> None:
             region_id = await ensure_region(self.engine, settings.MONITORING_REGION_NAME)
+            resolver = CachingResolver.from_settings(settings)
             check = HttpCheck(
                 allow_private=settings.ALLOW_PRIVATE_TARGETS,
                 max_connections=settings.CHECK_MAX_CONNECTIONS,
+                resolver=resolver,
             )
-            self.closers.append(check.aclose)
+            self.closers += [check.aclose, resolver.close]
             stage = MonitoringStage(
                 sessions=self.sessions,
                 states=self.backend.states,
