@@ -1,8 +1,9 @@
 """What runstate is compared with, on the same farm, in the same run:
 
 - `ceiling`: the raw ceiling of the check client: `HttpCheck(allow_private=True).run(job)`,
-  the class the monitoring workers use, with their connection limit, in a tight loop at
-  their concurrency, without the pipeline (no queue, no database, no state);
+  the class the monitoring workers use, with their connection limit and their resolver
+  (the DNS_* settings), in a tight loop at their concurrency, without the pipeline (no
+  queue, no database, no state);
 - `probe`: prometheus-blackbox-exporter (Debian's), when installed, with an `http_2xx`
   module, driven through `GET /probe` at full concurrency. On the realistic farm it trusts
   the bench CA (`tls_config.ca_file`) and resolves with the farm's DNS: Go's resolver only
@@ -195,6 +196,8 @@ async def ceiling(
     from runstate.checks.http import HttpCheck
     from runstate.domain.events import CheckJob
     from runstate.domain.status import Status
+    from runstate.resolve import CachingResolver
+    from runstate.settings import load_settings
 
     now = datetime.now(UTC)
     jobs = [
@@ -212,7 +215,10 @@ async def ceiling(
         )
         for url in urls
     ]
-    check = HttpCheck(allow_private=True, max_connections=max_connections)
+    # As a monitoring worker builds it: the resolver from the DNS_* settings (the farm's
+    # DNS_SERVERS), the CA from SSL_CERT_FILE.
+    resolver = CachingResolver.from_settings(load_settings())
+    check = HttpCheck(allow_private=True, max_connections=max_connections, resolver=resolver)
 
     async def once(i: int) -> bool:
         result = await check.run(jobs[i % len(jobs)])
@@ -222,6 +228,7 @@ async def ceiling(
         return await _tight_loop(concurrency, duration, once)
     finally:
         await check.aclose()
+        await resolver.close()
 
 
 async def probe(
