@@ -128,17 +128,34 @@ async def as_settled(running: Mapping[str, Awaitable[Outcome]]) -> AsyncIterator
     """Run every entry's coroutine concurrently and yield the outcomes as they finish, those
     that finish together in one part. Cancels what is still running if the caller stops
     early (shutdown)."""
-    tasks = {asyncio.ensure_future(coro): entry_id for entry_id, coro in running.items()}
-    waiting = set(tasks)
+    finished: list[asyncio.Future[Outcome]] = []
+    woken = asyncio.Event()
+
+    def on_done(task: asyncio.Future[Outcome]) -> None:
+        finished.append(task)
+        woken.set()
+
+    # A done callback per task, not asyncio.wait over the ones left: that would visit every
+    # unfinished task again on each completion (quadratic in the batch size).
+    tasks: dict[asyncio.Future[Outcome], str] = {}
+    for entry_id, coro in running.items():
+        started = asyncio.ensure_future(coro)
+        started.add_done_callback(on_done)
+        tasks[started] = entry_id
+    left = len(tasks)
     try:
-        while waiting:
-            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            yield {tasks[task]: task.result() for task in done}
+        while left:
+            await woken.wait()
+            woken.clear()
+            part, finished[:] = finished[:], []
+            left -= len(part)
+            yield {tasks[done]: done.result() for done in part}
     finally:
-        for task in waiting:
-            task.cancel()
-        if waiting:
-            await asyncio.wait(waiting)
+        unfinished = [pending for pending in tasks if not pending.done()]
+        for pending in unfinished:
+            pending.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
 
 
 def consumer_name(kind: str) -> str:
