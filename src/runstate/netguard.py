@@ -32,6 +32,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.tracing import Trace
 from yarl import URL
 
+from runstate.connection_phases import TimedConnector
 from runstate.resolve import CachingResolver
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
@@ -295,8 +296,9 @@ class GuardedResolver(AbstractResolver):
             self._inner = None
 
 
-class _GuardedConnector(aiohttp.TCPConnector):
-    """TCPConnector that also checks IP-literal hosts, which bypass the resolver."""
+class _GuardedConnector(TimedConnector):
+    """TCPConnector that also checks IP-literal hosts, which bypass the resolver (and marks
+    each connection's phases, see :mod:`runstate.connection_phases`)."""
 
     def __init__(self, *, allow_private: bool, resolver: GuardedResolver, **kwargs: Any) -> None:
         super().__init__(resolver=resolver, **kwargs)

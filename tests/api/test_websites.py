@@ -45,6 +45,7 @@ LIST_FIELDS = {
     "latest_response_time_ms",
     "time_added",
 }
+PHASE_FIELDS = {"dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "cert_expires_at"}
 CHECK_FIELDS = {
     "id",
     "website_id",
@@ -54,8 +55,13 @@ CHECK_FIELDS = {
     "status_code",
     "error",
     "created_at",
-}
-POINT_FIELDS = {"timestamp", "response_time_ms", "status", "region_id"}
+} | PHASE_FIELDS
+POINT_FIELDS = {"timestamp", "response_time_ms", "status", "region_id"} | PHASE_FIELDS
+CERT_EXPIRES_AT = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+# The phases of an https check that got a response; a refused one got no further than DNS.
+ANSWERED = {"dns_ms": 3, "connect_ms": 11, "tls_ms": 25, "ttfb_ms": 40}
+ANSWERED_CERT = {**ANSWERED, "cert_expires_at": CERT_EXPIRES_AT}
+REFUSED = {"dns_ms": 3, "connect_ms": None, "tls_ms": None, "ttfb_ms": None}
 INCIDENT_FIELDS = {"id", "website_id", "started_at", "resolved_at", "is_active", "cause"}
 NOTIFICATION_FIELDS = {
     "id",
@@ -892,6 +898,7 @@ def test_checks_are_newest_first_twenty_by_default_with_the_contract_fields(
             response_time_ms=None if i % 5 == 0 else 100 + i,
             status_code=None if i % 5 == 0 else 200,
             error="connection refused" if i % 5 == 0 else None,
+            **(REFUSED if i % 5 == 0 else ANSWERED_CERT),
         )
         for i in range(25)
     ]
@@ -913,12 +920,16 @@ def test_checks_are_newest_first_twenty_by_default_with_the_contract_fields(
     )
     assert newest["error"] is None
     assert newest["id"] == inserted[24].id
+    assert {name: newest[name] for name in ANSWERED} == ANSWERED
+    assert _at(newest["cert_expires_at"]) == CERT_EXPIRES_AT
     assert (down["status"], down["response_time_ms"], down["status_code"], down["error"]) == (
         "down",
         None,
         None,
         "connection refused",
     )
+    assert {name: down[name] for name in REFUSED} == REFUSED
+    assert down["cert_expires_at"] is None
 
 
 def test_checks_limit_may_be_raised_to_100(api: ApiServer, alice: Account) -> None:
@@ -951,6 +962,7 @@ def test_response_times_are_the_newest_limit_points_returned_oldest_first(
                 base + timedelta(minutes=i),
                 response_time_ms=1000 + i,
                 status="down" if i == 58 else "up",
+                **(REFUSED if i == 58 else ANSWERED_CERT),
             )
             for i in range(60)
         ],
@@ -969,6 +981,11 @@ def test_response_times_are_the_newest_limit_points_returned_oldest_first(
         (1058, "down", region),
         (1059, "up", region),
     ]
+    answered, refused = three[0], three[1]
+    assert {name: answered[name] for name in ANSWERED} == ANSWERED
+    assert _at(answered["cert_expires_at"]) == CERT_EXPIRES_AT
+    assert {name: refused[name] for name in REFUSED} == REFUSED
+    assert refused["cert_expires_at"] is None
 
 
 def test_response_times_limit_may_be_raised_to_500(api: ApiServer, alice: Account) -> None:

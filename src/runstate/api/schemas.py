@@ -215,7 +215,18 @@ class WebsitesPublic(BaseModel):
     websites: list[WebsitePublic]
 
 
-class CheckPublic(BaseModel):
+class CheckPhasesPublic(BaseModel):
+    """How long each phase of a check's last request took (ms) and when the certificate
+    expires; null where the check did not get that far, or for checks stored before."""
+
+    dns_ms: int | None
+    connect_ms: int | None
+    tls_ms: int | None
+    ttfb_ms: int | None
+    cert_expires_at: datetime | None
+
+
+class CheckPublic(CheckPhasesPublic):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -232,7 +243,7 @@ class ChecksPublic(BaseModel):
     checks: list[CheckPublic]
 
 
-class ResponseTimePoint(BaseModel):
+class ResponseTimePoint(CheckPhasesPublic):
     timestamp: datetime
     response_time_ms: int | None
     status: str

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from runstate.domain.events import CheckJob
 from runstate.domain.status import Status
@@ -32,13 +33,29 @@ class ErrorKind(StrEnum):
     CONNECTION = "connection"  # reset, closed early, garbled response, other network errors
 
 
+class Phases(NamedTuple):
+    """How long each phase of a check's request took, in whole milliseconds, and when the
+    server's certificate expires (UTC). None where the phase was not reached or does not
+    apply; each kind documents which request it describes and what it records."""
+
+    dns_ms: int | None = None  # resolving the name
+    connect_ms: int | None = None  # the TCP connect
+    tls_ms: int | None = None  # the TLS handshake, certificate verified
+    ttfb_ms: int | None = None  # request sent on the ready connection -> response headers
+    cert_expires_at: datetime | None = None  # the leaf certificate's notAfter
+
+
+NO_PHASES = Phases()
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """The outcome of one check.
 
     ``error`` is one human-readable line for the user (never secrets such as the URL's query):
     "timeout after 10000 ms", "status 503 not in 200-399", "keyword 'ok' not found".
-    It and ``error_kind`` are None exactly when ``status`` is UP.
+    It and ``error_kind`` are None exactly when ``status`` is UP. The last five fields are
+    the :class:`Phases`, recorded on DOWN results too as far as the check got.
     """
 
     status: Status
@@ -46,10 +63,17 @@ class CheckResult:
     status_code: int | None
     error_kind: ErrorKind | None = None
     error: str | None = None
+    dns_ms: int | None = None
+    connect_ms: int | None = None
+    tls_ms: int | None = None
+    ttfb_ms: int | None = None
+    cert_expires_at: datetime | None = None
 
     @classmethod
-    def up(cls, *, response_time_ms: int, status_code: int | None) -> CheckResult:
-        return cls(Status.UP, response_time_ms, status_code)
+    def up(
+        cls, *, response_time_ms: int, status_code: int | None, phases: Phases = NO_PHASES
+    ) -> CheckResult:
+        return cls(Status.UP, response_time_ms, status_code, None, None, *phases)
 
     @classmethod
     def down(
@@ -59,8 +83,13 @@ class CheckResult:
         *,
         response_time_ms: int | None = None,
         status_code: int | None = None,
+        phases: Phases = NO_PHASES,
     ) -> CheckResult:
-        return cls(Status.DOWN, response_time_ms, status_code, kind, error)
+        return cls(Status.DOWN, response_time_ms, status_code, kind, error, *phases)
+
+    @property
+    def phases(self) -> Phases:
+        return Phases(self.dns_ms, self.connect_ms, self.tls_ms, self.ttfb_ms, self.cert_expires_at)
 
 
 class Check(Protocol):

@@ -1,9 +1,16 @@
 """The HTTP(S) check: one request to a monitor's URL, following its redirects by hand.
 
-Every connection, the first and each redirect hop, goes through
-:func:`runstate.netguard.guarded_connector`, which checks the address actually connected to
-(after DNS resolution, so DNS rebinding gains nothing). Redirects are followed here rather
-than by aiohttp so that each Location is resolved, limited to http/https and counted.
+Every check connects afresh, as a first-time visitor would: each request (the first and each
+redirect hop) resolves the name, opens a new TCP connection and, for https, makes a full TLS
+handshake that verifies the certificate; nothing is kept alive for the next. A reused
+connection would hide a server that no longer accepts connections, or a certificate that
+expired since the connection was opened.
+
+Every connection goes through :func:`runstate.netguard.guarded_connector`, which checks the
+address actually connected to (after DNS resolution, so DNS rebinding gains nothing) and
+marks the connection's phases (:mod:`runstate.connection_phases`). Redirects are followed
+here rather than by aiohttp so that each Location is resolved, limited to http/https and
+counted.
 """
 
 from __future__ import annotations
@@ -12,14 +19,18 @@ import codecs
 import socket
 import ssl
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from runstate import __version__
-from runstate.checks.base import CheckResult, ErrorKind
+from runstate.checks.base import CheckResult, ErrorKind, Phases
+from runstate.connection_phases import ConnectionPhases, recording
 from runstate.domain.events import CheckJob
 from runstate.netguard import TargetNotAllowed, guarded_connector, is_blocked_error
 
@@ -28,7 +39,6 @@ if TYPE_CHECKING:
 
 USER_AGENT = f"runstate/{__version__} (+uptime check)"
 MAX_BODY_BYTES = 1 << 20  # a keyword is looked for in the first MiB of the body only
-DNS_CACHE_SECONDS = 30  # short: a monitor should notice a changed DNS record soon
 _READ_CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SCHEMES = frozenset({"http", "https"})
@@ -95,10 +105,13 @@ def _method_after_redirect(method: str, status: int) -> str:
 class HttpCheck:
     """The ``http`` check kind; build one per worker process and share it between jobs.
 
-    One aiohttp session (created on first use, inside the running loop) holds a keep-alive
-    pool of at most ``max_connections`` connections and a DNS cache. TLS certificates are
-    verified against the system's CAs, or against ``ssl_context`` when given (a private CA).
-    Cookies are never kept between requests.
+    One aiohttp session (created on first use, inside the running loop) and one TLS context
+    serve every check, as building either costs more than a check; but no connection outlives
+    its request (at most ``max_connections`` are open at once), and aiohttp's DNS cache is
+    off: names are resolved by ``resolver`` (which may cache, honouring TTLs), else by the
+    guard's default. TLS certificates are verified against the system's CAs, or against
+    ``ssl_context`` when given (a private CA). No TLS session is resumed: Python's ssl resumes
+    only a session handed to it, and asyncio hands none. Cookies are never kept.
     """
 
     def __init__(
@@ -109,20 +122,25 @@ class HttpCheck:
         max_redirects: int = 5,
         user_agent: str = USER_AGENT,
         ssl_context: ssl.SSLContext | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._allow_private = allow_private
         self._max_connections = max_connections
         self._max_redirects = max_redirects
         self._user_agent = user_agent
         self._ssl_context = ssl_context
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = guarded_connector(
                 allow_private=self._allow_private,
+                resolver=self._resolver,  # wrapped by the guard; closed by whoever made it
                 limit=self._max_connections,
-                ttl_dns_cache=DNS_CACHE_SECONDS,
+                force_close=True,
+                use_dns_cache=False,
+                # aiohttp's default context (made once per process) when there is none given
                 ssl=self._ssl_context if self._ssl_context is not None else True,
             )
             self._session = aiohttp.ClientSession(
@@ -148,59 +166,132 @@ class HttpCheck:
         body included. ``response_time_ms`` runs from the first request to the final
         response's headers, or, with a keyword, to the end of reading its body (which stops
         as soon as the keyword is found). Without a keyword the body is never read.
+
+        The phases (DOWN results too, as far as the check got) are those of the last request
+        made: the final one after redirects, or the one that failed. ``dns_ms`` is None for
+        an IP literal; a name answered from the resolver's cache is timed all the same
+        (about 0). ``tls_ms`` is None for http and for a handshake that failed; ``ttfb_ms``
+        runs from the ready connection to the response's headers. ``cert_expires_at`` is
+        the soonest notAfter of the leaf certificates of all the https requests made (a
+        visitor passes every hop). A timeout is classified by the phase it cut short: while
+        resolving, it is a DNS failure.
         """
         try:
             expected = parse_expected_status(job.expected_status)
         except ValueError as exc:
             return CheckResult.down(ErrorKind.STATUS, str(exc))
         started = time.perf_counter()
+        progress = _Progress()
         try:
             deadline = started + job.timeout_ms / 1000
-            status_code, found = await self._fetch(job, expected, deadline)
+            status_code, found = await self._fetch(job, expected, deadline, progress)
         except _TooManyRedirects as exc:
             message = f"more than {self._max_redirects} redirects"
-            return CheckResult.down(ErrorKind.REDIRECTS, message, status_code=exc.status_code)
+            return CheckResult.down(
+                ErrorKind.REDIRECTS, message, status_code=exc.status_code, phases=progress.phases()
+            )
         except RedirectRefused as exc:
-            return CheckResult.down(ErrorKind.REDIRECTS, str(exc))
+            return CheckResult.down(ErrorKind.REDIRECTS, str(exc), phases=progress.phases())
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            kind, message = _classify(exc, job.timeout_ms)
-            return CheckResult.down(kind, message)
+            kind, message = _classify(exc, job.timeout_ms, progress)
+            return CheckResult.down(kind, message, phases=progress.phases())
         elapsed_ms = round((time.perf_counter() - started) * 1000)
+        phases = progress.phases()
         if not _is_expected(status_code, expected):
             message = f"status {status_code} not in {job.expected_status}"
             return CheckResult.down(
-                ErrorKind.STATUS, message, response_time_ms=elapsed_ms, status_code=status_code
+                ErrorKind.STATUS,
+                message,
+                response_time_ms=elapsed_ms,
+                status_code=status_code,
+                phases=phases,
             )
         if found is False:
             message = f"keyword {job.keyword!r} not found"
             return CheckResult.down(
-                ErrorKind.KEYWORD, message, response_time_ms=elapsed_ms, status_code=status_code
+                ErrorKind.KEYWORD,
+                message,
+                response_time_ms=elapsed_ms,
+                status_code=status_code,
+                phases=phases,
             )
-        return CheckResult.up(response_time_ms=elapsed_ms, status_code=status_code)
+        return CheckResult.up(response_time_ms=elapsed_ms, status_code=status_code, phases=phases)
 
     async def _fetch(
-        self, job: CheckJob, expected: StatusRanges, deadline: float
+        self, job: CheckJob, expected: StatusRanges, deadline: float, progress: _Progress
     ) -> tuple[int, bool | None]:
         """The final status code and whether the keyword is in the body (None when there is
         no keyword, or the status is not expected so the body is left unread)."""
         session = self._client()
         url, method = job.url, job.method.upper()
         for _ in range(self._max_redirects + 1):
+            phases = progress.next_request()
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise TimeoutError
-            async with session.request(
-                method, url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=remaining)
-            ) as response:
-                status, location = response.status, response.headers.get("Location")
-                if status in _REDIRECTS and location is not None:
-                    url = _next_hop(url, location)
-                    method = _method_after_redirect(method, status)
-                    continue
-                if job.keyword is None or not _is_expected(status, expected):
-                    return status, None
-                return status, await _body_contains(response, job.keyword)
+            with recording(phases):
+                async with session.request(
+                    method,
+                    url,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=remaining),
+                ) as response:
+                    progress.headers_at = time.perf_counter()
+                    status, location = response.status, response.headers.get("Location")
+                    if status in _REDIRECTS and location is not None:
+                        url = _next_hop(url, location)
+                        method = _method_after_redirect(method, status)
+                        continue
+                    if job.keyword is None or not _is_expected(status, expected):
+                        return status, None
+                    return status, await _body_contains(response, job.keyword)
         raise _TooManyRedirects(status)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one check got: the phases of its latest request's connection, when that
+    request's response headers arrived, and the soonest certificate expiry of the requests
+    before it."""
+
+    connection: ConnectionPhases = field(default_factory=ConnectionPhases)
+    headers_at: float | None = None
+    earlier_cert_expiry: datetime | None = None
+
+    def next_request(self) -> ConnectionPhases:
+        self.earlier_cert_expiry = self._cert_expiry()
+        self.connection, self.headers_at = ConnectionPhases(), None
+        return self.connection
+
+    def phases(self) -> Phases:
+        c = self.connection
+        return Phases(
+            dns_ms=_ms(c.dns_started, c.dns_done),
+            connect_ms=_ms(c.connect_started, c.connected),
+            tls_ms=_ms(c.connected, c.ready) if c.tls else None,
+            ttfb_ms=_ms(c.ready, self.headers_at),
+            cert_expires_at=self._cert_expiry(),
+        )
+
+    def _cert_expiry(self) -> datetime | None:
+        current = _not_after(self.connection.certificate)
+        if current is None or self.earlier_cert_expiry is None:
+            return current or self.earlier_cert_expiry
+        return min(current, self.earlier_cert_expiry)
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    return None if start is None or end is None else round((end - start) * 1000)
+
+
+def _not_after(certificate: dict[str, Any] | None) -> datetime | None:
+    not_after = certificate.get("notAfter") if certificate else None
+    return _parse_cert_time(not_after) if isinstance(not_after, str) else None
+
+
+@lru_cache(maxsize=4096)  # a monitor's certificate is the same check after check
+def _parse_cert_time(text: str) -> datetime:
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(text), UTC)
 
 
 async def _body_contains(response: aiohttp.ClientResponse, keyword: str) -> bool:
@@ -228,7 +319,7 @@ def _text_charset(response: aiohttp.ClientResponse) -> str:
     return charset
 
 
-def _classify(exc: BaseException, timeout_ms: int) -> tuple[ErrorKind, str]:
+def _classify(exc: BaseException, timeout_ms: int, progress: _Progress) -> tuple[ErrorKind, str]:
     """The kind and one-line message for a failed request. Messages are built from the error's
     parts, not str(exc), which for some aiohttp errors includes the full URL."""
     if is_blocked_error(exc):
@@ -236,7 +327,7 @@ def _classify(exc: BaseException, timeout_ms: int) -> tuple[ErrorKind, str]:
         known = isinstance(refusal, TargetNotAllowed)
         return ErrorKind.BLOCKED, str(refusal) if known else "refused by the SSRF guard"
     if isinstance(exc, TimeoutError):
-        return ErrorKind.TIMEOUT, f"timeout after {timeout_ms} ms"
+        return _timeout(timeout_ms, progress)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return ErrorKind.TLS, _tls_message(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
@@ -251,6 +342,23 @@ def _classify(exc: BaseException, timeout_ms: int) -> tuple[ErrorKind, str]:
             return ErrorKind.REFUSED, f"connection refused by {exc.host} port {exc.port}"
         return ErrorKind.CONNECTION, f"cannot connect to {exc.host} port {exc.port}: {reason}"
     return ErrorKind.CONNECTION, _connection_message(exc)
+
+
+def _timeout(timeout_ms: int, progress: _Progress) -> tuple[ErrorKind, str]:
+    """A timeout, by the phase it cut short: while resolving, the name's servers did not
+    answer in time, a DNS failure; otherwise the target's."""
+    connection = progress.connection
+    phase = connection.phase
+    if phase == "dns":
+        return ErrorKind.DNS, f"DNS: no answer for {connection.host} within {timeout_ms} ms"
+    if phase == "ready":
+        waiting = "waiting for the response" if progress.headers_at is None else "reading the body"
+    else:
+        waiting = _WAITING[phase]
+    return ErrorKind.TIMEOUT, f"timeout after {timeout_ms} ms {waiting}"
+
+
+_WAITING = {"waiting": "before connecting", "connect": "connecting", "tls": "during TLS handshake"}
 
 
 def _tls_message(error: BaseException) -> str:

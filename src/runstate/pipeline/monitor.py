@@ -47,6 +47,11 @@ CHECK_COLUMNS = (
     "status_code",
     "error",
     "created_at",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "ttfb_ms",
+    "cert_expires_at",
 )
 
 
@@ -153,6 +158,11 @@ class MonitoringStage:
                 "status_code": c.result.status_code,
                 "error": c.result.error,
                 "created_at": c.finished_at,
+                "dns_ms": c.result.dns_ms,
+                "connect_ms": c.result.connect_ms,
+                "tls_ms": c.result.tls_ms,
+                "ttfb_ms": c.result.ttfb_ms,
+                "cert_expires_at": c.result.cert_expires_at,
             }
             for c in checked
         ]
@@ -224,8 +234,11 @@ class MonitoringStage:
 _UNNEST_BATCH = """unnest(
     CAST(:website_id AS uuid[]), CAST(:region_id AS integer[]), CAST(:status AS varchar[]),
     CAST(:response_time_ms AS integer[]), CAST(:status_code AS integer[]),
-    CAST(:error AS text[]), CAST(:created_at AS timestamptz[])
-) AS b(website_id, region_id, status, response_time_ms, status_code, error, created_at)"""
+    CAST(:error AS text[]), CAST(:created_at AS timestamptz[]),
+    CAST(:dns_ms AS integer[]), CAST(:connect_ms AS integer[]), CAST(:tls_ms AS integer[]),
+    CAST(:ttfb_ms AS integer[]), CAST(:cert_expires_at AS timestamptz[])
+) AS b(website_id, region_id, status, response_time_ms, status_code, error, created_at,
+    dns_ms, connect_ms, tls_ms, ttfb_ms, cert_expires_at)"""
 _INSERT_BATCH = text(
     f"INSERT INTO website_checks ({', '.join(CHECK_COLUMNS)}) "  # noqa: S608 - fixed names
     f"SELECT {', '.join('b.' + c for c in CHECK_COLUMNS)} FROM {_UNNEST_BATCH} "
@@ -256,11 +269,10 @@ async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any
 # Bound with the columns' own types, so values are stored exactly as the ORM stores them.
 _TYPED = (bindparam("website_id", type_=Uuid()), bindparam("created_at", type_=UtcDateTime()))
 _INSERT_IF_MONITOR_EXISTS = text(
-    "INSERT INTO website_checks (website_id, region_id, status, response_time_ms, status_code,"
-    " error, created_at) SELECT :website_id, :region_id, :status, :response_time_ms,"
-    " :status_code, :error, :created_at WHERE EXISTS (SELECT 1 FROM websites WHERE id ="
-    " :website_id)"
-).bindparams(*_TYPED)
+    f"INSERT INTO website_checks ({', '.join(CHECK_COLUMNS)}) "  # noqa: S608 - fixed names
+    f"SELECT {', '.join(':' + c for c in CHECK_COLUMNS)} "
+    "WHERE EXISTS (SELECT 1 FROM websites WHERE id = :website_id)"
+).bindparams(*_TYPED, bindparam("cert_expires_at", type_=UtcDateTime()))
 _MOVE_LATEST = text(
     "UPDATE websites SET last_checked_at = :created_at,"
     " latest_response_time_ms = :response_time_ms,"

@@ -149,6 +149,12 @@ class WebsiteCheck(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The check's phases (runstate.checks.base.Phases); None where not reached or older rows.
+    dns_ms: Mapped[int | None] = mapped_column(Integer)
+    connect_ms: Mapped[int | None] = mapped_column(Integer)
+    tls_ms: Mapped[int | None] = mapped_column(Integer)
+    ttfb_ms: Mapped[int | None] = mapped_column(Integer)
+    cert_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
         # checks newest first, response times within [since, until]

@@ -219,6 +219,11 @@ async def list_response_times(
             response_time_ms=check.response_time_ms,
             status=check.status,
             region_id=check.region_id,
+            dns_ms=check.dns_ms,
+            connect_ms=check.connect_ms,
+            tls_ms=check.tls_ms,
+            ttfb_ms=check.ttfb_ms,
+            cert_expires_at=check.cert_expires_at,
         )
         for check in reversed(list(newest))
     ]
