@@ -81,3 +81,27 @@ async def test_a_cancelled_caller_does_not_break_the_write_of_the_others() -> No
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert writes.groups == [[1, 2]]
+
+
+async def test_a_cancelled_write_cancels_its_callers_instead_of_leaving_them_waiting() -> None:
+    writes = Writes()
+    writes.gate = asyncio.Event()  # never set: the write hangs until cancelled
+    commit = GroupCommit(writes, max_items=2, max_wait=3600)
+    callers = asyncio.gather(commit.add(1), commit.add(2), return_exceptions=True)
+    await asyncio.sleep(0.01)
+    await commit.aclose(grace_seconds=0.05)
+    results = await asyncio.wait_for(callers, 5)
+    assert [type(r) for r in results] == [asyncio.CancelledError, asyncio.CancelledError]
+
+
+async def test_after_close_nothing_gathered_is_written_and_nothing_more_is_taken() -> None:
+    writes = Writes()
+    commit = GroupCommit(writes, max_items=10, max_wait=3600)
+    waiting = asyncio.create_task(commit.add(1))
+    await asyncio.sleep(0.01)
+    await commit.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(RuntimeError, match="closed"):
+        await commit.add(2)
+    assert writes.groups == []

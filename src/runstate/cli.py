@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -54,6 +55,18 @@ def _settings(process: str) -> Settings:
         fail(str(exc))
 
 
+def _raise_open_file_limit() -> None:
+    """Every check opens a connection of its own, a thousand at once by default: let the
+    process use as many file descriptors as the system allows it (the soft limit is often
+    1,024, the hard one far higher)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run the process's main coroutine. An error that escapes it ends the process with
     exit code 1 and a JSON log line (with the traceback): logs stay one object per line."""
@@ -61,6 +74,7 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
 
     from runstate.runtime import ComponentFailed
 
+    _raise_open_file_limit()
     try:
         uvloop.run(coroutine)
     except typer.Exit:

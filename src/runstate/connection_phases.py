@@ -114,6 +114,9 @@ class TimedConnector(aiohttp.TCPConnector):
                 client_error=client_error,
                 **kwargs,
             )
+        # aiohttp calls this once per address it tries: each attempt starts from scratch,
+        # or a failed attempt's moments would be taken for this one's.
+        phases.connected = phases.ready = phases.certificate = None
         phases.tls = bool(kwargs.get("ssl"))
         try:
             async with ceil_timeout(timeout.sock_connect, ceil_threshold=timeout.ceil_threshold):

@@ -24,11 +24,12 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from enum import Enum
 
+from runstate.flow import Slots, as_settled
 from runstate.queue.base import Entry, GroupMissing, QueueUnavailable, StreamQueue
 from runstate.runtime import sleep_unless_stopped
 
@@ -57,41 +58,6 @@ BatchHandler = Callable[[Sequence[Entry]], AsyncGenerator[Outcomes, None]]
 EntryHandler = Callable[[Entry], Awaitable[None]]
 
 
-class Slots:
-    """A pool of slots taken and given back in any amount: a consumer's read-ahead.
-
-    The consumer takes one slot per entry it reads and gives it back when the entry is
-    settled. A handler may lend slots back while an entry waits on something that is not
-    the worker's own work (a busy destination, see the monitoring stage) and take them
-    again, without waiting, when the entry resumes: ``free`` may then dip below zero
-    for a moment, and nothing more is read until it is positive again.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.free = total
-        self._freed = asyncio.Event()
-
-    async def take(self, most: int, stop: asyncio.Event) -> int:
-        """Wait for a free slot, then take up to ``most``; 0 when ``stop`` is set first."""
-        while self.free <= 0 and not stop.is_set():
-            self._freed.clear()
-            await _first_of(self._freed.wait(), stop.wait())
-        if stop.is_set():
-            return 0
-        taken = min(most, self.free)
-        self.free -= taken
-        return taken
-
-    def take_now(self, count: int) -> None:
-        self.free -= count
-
-    def give_back(self, count: int) -> None:
-        self.free += count
-        if self.free > 0:
-            self._freed.set()
-
-
 class PermanentFailure(Exception):
     """Raised by an entry handler for an entry that no retry can fix (malformed, refers to
     nothing); the entry is dead-lettered with this message as the reason."""
@@ -118,44 +84,11 @@ def each_entry(handle: EntryHandler, concurrency: int) -> BatchHandler:
 
     async def handle_batch(entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
         judged = {entry.id: judge(entry) for entry in entries}
-        async for outcomes in as_settled(judged):
-            yield outcomes
+        async with aclosing(as_settled(judged)) as settled:
+            async for outcomes in settled:
+                yield outcomes
 
     return handle_batch
-
-
-async def as_settled(running: Mapping[str, Awaitable[Outcome]]) -> AsyncIterator[Outcomes]:
-    """Run every entry's coroutine concurrently and yield the outcomes as they finish, those
-    that finish together in one part. Cancels what is still running if the caller stops
-    early (shutdown)."""
-    finished: list[asyncio.Future[Outcome]] = []
-    woken = asyncio.Event()
-
-    def on_done(task: asyncio.Future[Outcome]) -> None:
-        finished.append(task)
-        woken.set()
-
-    # A done callback per task, not asyncio.wait over the ones left: that would visit every
-    # unfinished task again on each completion (quadratic in the batch size).
-    tasks: dict[asyncio.Future[Outcome], str] = {}
-    for entry_id, coro in running.items():
-        started = asyncio.ensure_future(coro)
-        started.add_done_callback(on_done)
-        tasks[started] = entry_id
-    left = len(tasks)
-    try:
-        while left:
-            await woken.wait()
-            woken.clear()
-            part, finished[:] = finished[:], []
-            left -= len(part)
-            yield {tasks[done]: done.result() for done in part}
-    finally:
-        unfinished = [pending for pending in tasks if not pending.done()]
-        for pending in unfinished:
-            pending.cancel()
-        if unfinished:
-            await asyncio.wait(unfinished)
 
 
 def consumer_name(kind: str) -> str:
@@ -305,8 +238,6 @@ class Consumer:
                 try:
                     async for outcomes in verdicts:
                         await self._settle_part(unsettled, slots, outcomes)
-                except (QueueUnavailable, GroupMissing):
-                    raise
                 except Exception as exc:
                     log.exception(
                         "batch handler failed; entries will be retried", extra=self._where()
@@ -315,13 +246,6 @@ class Consumer:
                     await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, failed))
             # Entries the handler gave no verdict for are retried: never acknowledged unhandled.
             await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, _NO_VERDICT))
-        except (QueueUnavailable, GroupMissing) as exc:
-            # Not acknowledged: the entries stay pending and are handled again later.
-            log.warning("could not settle entries", extra={**self._where(), "error": str(exc)})
-        except Exception:
-            # Nobody awaits this task: log here, or the error would surface only as "Task
-            # exception was never retrieved". The entries stay pending and come back.
-            log.exception("could not settle entries", extra=self._where())
         finally:
             keeper.cancel()
             slots.give_back(len(unsettled))
@@ -336,10 +260,17 @@ class Consumer:
     async def _settle_part(
         self, unsettled: dict[str, Entry], slots: Slots, outcomes: Outcomes
     ) -> None:
-        """Settle the entries of ``outcomes`` still unsettled, and give their slots back."""
+        """Settle the entries of ``outcomes`` still unsettled, and give their slots back. If
+        the queue cannot be told, they stay pending (handled again after `reclaim_idle`)
+        and the rest of the batch goes on."""
         part = [unsettled.pop(entry_id) for entry_id in outcomes if entry_id in unsettled]
         try:
             await self._settle(part, outcomes)
+        except (QueueUnavailable, GroupMissing) as exc:
+            log.warning("could not settle entries", extra={**self._where(), "error": str(exc)})
+        except Exception:
+            # Nobody awaits the batch's task: log here. The entries stay pending.
+            log.exception("could not settle entries", extra=self._where())
         finally:
             slots.give_back(len(part))
 
@@ -411,16 +342,6 @@ class Consumer:
 
 
 _NO_VERDICT = Outcome(Verdict.RETRY, "the handler gave no outcome for this entry")
-
-
-async def _first_of(*waits: Awaitable[object]) -> None:
-    """Return when the first of ``waits`` is done; the others are cancelled."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 class _Backoff:

@@ -41,8 +41,11 @@ class GroupCommit(Generic[T]):
         self._gathered: list[tuple[T, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def add(self, item: T) -> None:
+        if self._closed:
+            raise RuntimeError("closed: nothing more is written")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._gathered.append((item, future))
         if len(self._gathered) >= self.max_items:
@@ -52,7 +55,7 @@ class GroupCommit(Generic[T]):
         await future
 
     def _start_flush(self) -> None:
-        if len(self._flushing) >= self.max_flushes or not self._gathered:
+        if self._closed or len(self._flushing) >= self.max_flushes or not self._gathered:
             return  # a running flush starts the next one when it ends
         if self._timer is not None:
             self._timer.cancel()
@@ -65,27 +68,43 @@ class GroupCommit(Generic[T]):
             self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._start_flush)
 
     async def _run(self, taken: list[tuple[T, asyncio.Future[None]]]) -> None:
+        outcome: BaseException | None = None
         try:
             await self._flush([item for item, _ in taken])
-        except Exception as exc:
+        except BaseException as exc:
+            outcome = exc
+            if not isinstance(exc, Exception):
+                raise  # cancelled (at close) or exiting; the callers hear of it below
+        finally:
             for _, future in taken:
-                if not future.done():  # a caller cancelled meanwhile no longer listens
-                    future.set_exception(exc)
-        else:
-            for _, future in taken:
-                if not future.done():
+                if future.done():  # a caller cancelled meanwhile no longer listens
+                    continue
+                if outcome is None:
                     future.set_result(None)
+                elif isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.cancel()
 
     def _flush_ended(self, task: asyncio.Task[None]) -> None:
         self._flushing.discard(task)
         # What gathered during the flush has waited long enough: take it at once.
         self._start_flush()
 
-    async def aclose(self) -> None:
-        """Wait for the flushes under way (items not yet taken are left: their callers are
-        being cancelled, and their entries stay pending)."""
+    async def aclose(self, grace_seconds: float = 10.0) -> None:
+        """Start no more flushes, give those under way ``grace_seconds`` to end, then
+        cancel them. Items not yet taken are not written: their callers are told the write
+        was cancelled (at shutdown the entries behind them stay pending)."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for _, future in self._gathered:
+            future.cancel()
+        self._gathered = []
         if self._flushing:
-            await asyncio.wait(self._flushing)
+            _, unfinished = await asyncio.wait(set(self._flushing), timeout=grace_seconds)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)

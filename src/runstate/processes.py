@@ -23,6 +23,7 @@ from runstate.consumer import (
     consumer_name,
     each_entry,
 )
+from runstate.flow import Slots
 from runstate.metrics import PipelineMetrics
 from runstate.pipeline.monitor import MonitoringStage
 from runstate.pipeline.notify import NotificationStage
@@ -72,7 +73,14 @@ class Pipeline:
         await self.backend.aclose()
         await self.engine.dispose()
 
-    def consumer(self, kind: str, stream: str, group: str, handler: BatchHandler) -> Consumer:
+    def consumer(
+        self,
+        kind: str,
+        stream: str,
+        group: str,
+        handler: BatchHandler,
+        slots: Slots | None = None,
+    ) -> Consumer:
         settings = self.settings
         created = Consumer(
             queue=self.backend.queue,
@@ -88,6 +96,7 @@ class Pipeline:
                 shutdown_timeout_seconds=settings.SHUTDOWN_TIMEOUT_SECONDS,
             ),
             on_dead_letter=lambda _entry, _reason: self.metrics.dead_letters.labels(stream).inc(),
+            slots=slots,
         )
         self.consumers.append(created)
         return created
@@ -137,14 +146,14 @@ class Pipeline:
                 flush_results=settings.MONITORING_FLUSH_RESULTS,
                 flush_seconds=settings.MONITORING_FLUSH_MS / 1000,
             )
-            self.closers.append(stage.aclose)
+            self.closers.append(lambda: stage.aclose(settings.SHUTDOWN_TIMEOUT_SECONDS))
             consumer = self.consumer(
                 "monitoring",
                 settings.MONITORING_STREAM,
                 settings.MONITORING_GROUP,
                 stage.handle_batch,
+                slots=stage.read_ahead,  # read ahead by free check slots
             )
-            consumer.slots = stage.read_ahead  # read ahead by free check slots
             await consumer.run(stop)
 
         return run

@@ -112,7 +112,9 @@ def test_healthy_monitors_stay_on_time_and_up_while_another_users_monitors_hang(
             recent = [c for c in checks if at(c) >= at(checks[-1]) - dt.timedelta(seconds=8)]
             assert len(recent) >= 4, f"checked {len(recent)} times in the last 8 s: {checks}"
             gaps = [(at(b) - at(a)).total_seconds() for a, b in itertools.pairwise(checks)]
-            assert max(gaps) < 3.0, f"a healthy monitor waited {max(gaps):.1f} s: {gaps}"
+            # Every second, give or take a busy machine; a monitor held up by the hanging
+            # checks would wait their 8 s timeout.
+            assert max(gaps) < 4.0, f"a healthy monitor waited {max(gaps):.1f} s: {gaps}"
     finally:
         tarpit.stop_listening()
 

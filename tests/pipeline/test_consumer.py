@@ -27,12 +27,12 @@ from runstate.consumer import (
     Outcome,
     Outcomes,
     PermanentFailure,
-    Slots,
     Verdict,
     each_entry,
 )
+from runstate.flow import Slots
 from runstate.queue.backend import QueueBackend, open_backend
-from runstate.queue.base import Entry, StreamQueue
+from runstate.queue.base import Entry, QueueUnavailable, StreamQueue
 from runstate.queue.in_process import InProcessBroker
 
 GROUP = "workers"
@@ -607,6 +607,50 @@ async def test_the_consumer_reads_no_more_entries_than_it_has_free_slots(
         release.set()
         await until(lambda: consumer.counters.handled == 8, what="all handled")
     assert slots.free == 3, "every slot is given back"
+
+
+class AckFailsOnce(CountingQueue):
+    """The real queue, except that the first acknowledgement fails as if Redis blinked."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "ack" and not self.calls["ack"]:
+            self.calls["ack"] += 1
+
+            async def fail(*args: Any, **kwargs: Any) -> None:
+                raise QueueUnavailable("connection reset")
+
+            return fail
+        return super().__getattr__(name)
+
+
+async def test_a_failed_acknowledgement_leaves_its_entry_pending_and_the_batch_goes_on(
+    backend: QueueBackend, stream: str
+) -> None:
+    queue = backend.queue
+    release = asyncio.Event()
+    finished: list[str] = []
+    started: Counter[str] = Counter()
+
+    async def handle(entry: Entry) -> None:
+        started[entry.id] += 1
+        if entry.fields["kind"] == "later":
+            await release.wait()
+        finished.append(entry.fields["kind"])
+
+    flaky = AckFailsOnce(queue)
+    consumer = make_consumer(flaky, stream, each_entry(handle, 10), options=RETRYING)
+    await queue.ensure_group(stream, GROUP)
+    first, *later = await publish(
+        queue, stream, {"kind": "first"}, *({"kind": "later"} for _ in range(3))
+    )
+    async with running(consumer):
+        await until(lambda: finished == ["first"], what="the first entry handled")
+        await asyncio.sleep(0.1)  # its acknowledgement failed meanwhile
+        release.set()
+        await until(lambda: consumer.counters.handled >= 4, what="the rest handled")
+        await until(lambda: _pending_is(queue, stream, 0), what="all settled in the end")
+    assert [started[i] for i in later] == [1, 1, 1], "the rest of the batch was not cancelled"
+    assert started[first] == 2, "the entry whose acknowledgement failed came back, once"
 
 
 # -- surviving the queue --------------------------------------------------------------------

@@ -350,16 +350,20 @@ async def test_checks_beyond_the_cap_of_one_host_wait_without_holding_a_slot(
     other = await setup.db.website(user, other_url)
     release = setup.targets.held["hung"] = asyncio.Event()
     entries = await setup.entries(*(job(w) for w in hung), job(other))
+    # As the consumer does: one read-ahead slot per entry read, back when it is settled.
+    assert await stage.read_ahead.take(len(entries), asyncio.Event()) == 5
 
     verdicts = stage.handle_batch(entries)
     assert await anext(verdicts) == {entries[-1].id: DONE}
+    stage.read_ahead.give_back(1)
     assert setup.targets.hits.count("hung") == 2
-    assert stage.read_ahead.free == 10 + 2  # the two waiting checks lent theirs back
+    assert stage.read_ahead.free == 10 - 4 + 2  # the two waiting checks lent theirs back
 
     release.set()
     settled: dict[str, Outcome] = {}
     async for part in verdicts:
         settled |= part
+        stage.read_ahead.give_back(len(part))
     assert settled == dict.fromkeys((e.id for e in entries[:-1]), DONE)
     assert setup.targets.hits.count("hung") == 4
     assert stage.read_ahead.free == 10

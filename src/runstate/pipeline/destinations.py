@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from runstate.consumer import Slots
+from runstate.flow import Slots
 
 
 def destination_of(url: str) -> str:
@@ -25,17 +25,24 @@ def destination_of(url: str) -> str:
 
 
 class PerDestinationLimit:
-    """At most ``per_destination`` holders at once per destination."""
+    """At most ``per_destination`` turns at once per destination.
 
-    def __init__(self, per_destination: int, read_ahead: Slots) -> None:
+    A check waiting for its turn lends its read-ahead slot back, up to ``most_lent`` slots
+    in all: beyond that a waiter keeps its slot, so the worker stops reading and the entries
+    stay in the stream, for other workers, rather than piling up here behind one host.
+    """
+
+    def __init__(self, per_destination: int, read_ahead: Slots, *, most_lent: int) -> None:
         self.per_destination = per_destination
+        self.most_lent = most_lent
         self._read_ahead = read_ahead
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._users: dict[str, int] = {}  # holders and waiters, to forget idle hosts
         self.waiting = 0  # checks waiting for a busy destination now
+        self.lent = 0  # read-ahead slots lent back by waiting checks
 
     @asynccontextmanager
-    async def slot(self, destination: str) -> AsyncIterator[None]:
+    async def turn(self, destination: str) -> AsyncIterator[None]:
         gate = self._gates.get(destination)
         if gate is None:
             gate = self._gates[destination] = asyncio.Semaphore(self.per_destination)
@@ -43,14 +50,7 @@ class PerDestinationLimit:
         self._users[destination] += 1
         try:
             if gate.locked():
-                # Waiting for a busy host is not work: lend the read-ahead slot back.
-                self._read_ahead.give_back(1)
-                self.waiting += 1
-                try:
-                    await gate.acquire()
-                finally:
-                    self.waiting -= 1
-                    self._read_ahead.take_now(1)
+                await self._wait_for(gate)
             else:
                 await gate.acquire()
             try:
@@ -61,3 +61,19 @@ class PerDestinationLimit:
             self._users[destination] -= 1
             if not self._users[destination]:
                 del self._users[destination], self._gates[destination]
+
+    async def _wait_for(self, gate: asyncio.Semaphore) -> None:
+        # Waiting for a busy host is not work: lend the read-ahead slot back, while the
+        # slots lent stay within bounds.
+        lending = self.lent < self.most_lent
+        if lending:
+            self.lent += 1
+            self._read_ahead.give_back(1)
+        self.waiting += 1
+        try:
+            await gate.acquire()
+        finally:
+            self.waiting -= 1
+            if lending:
+                self.lent -= 1
+                self._read_ahead.take_now(1)

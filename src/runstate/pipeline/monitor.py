@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +23,10 @@ from sqlalchemy import Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.checks.base import Check, CheckResult
-from runstate.consumer import DONE, Outcome, Outcomes, Slots, Verdict, as_settled
+from runstate.consumer import DONE, Outcome, Outcomes, Verdict
 from runstate.domain.events import CheckJob, MalformedEntry, status_change_event_id
 from runstate.domain.status import MonitorState, Observation, Status
+from runstate.flow import Slots, as_settled
 from runstate.group_commit import GroupCommit
 from runstate.metrics import PipelineMetrics
 from runstate.pipeline.destinations import PerDestinationLimit, destination_of
@@ -92,7 +94,9 @@ class MonitoringStage:
 
     def __post_init__(self) -> None:
         self.read_ahead = Slots(self.concurrency)
-        self._destinations = PerDestinationLimit(self.per_destination, self.read_ahead)
+        self._destinations = PerDestinationLimit(
+            self.per_destination, self.read_ahead, most_lent=self.concurrency
+        )
         self._results = GroupCommit(
             self._record, max_items=self.flush_results, max_wait=self.flush_seconds
         )
@@ -110,32 +114,43 @@ class MonitoringStage:
         if malformed:
             yield malformed
         running = {entry_id: self._check_and_record(job) for entry_id, job in jobs.items()}
-        async for outcomes in as_settled(running):
-            yield outcomes
+        async with aclosing(as_settled(running)) as settled:
+            async for outcomes in settled:
+                yield outcomes
 
     async def _check_and_record(self, job: CheckJob) -> Outcome:
-        async with self._destinations.slot(destination_of(job.url)):
-            checked = await self._run(job)
+        """DONE once the check's result is written and applied; RETRY (the entry stays
+        pending and the check runs again) when it could not be, for this entry alone."""
+        try:
+            async with self._destinations.turn(destination_of(job.url)):
+                checked = await self._run(job)
+        except Exception as exc:  # a bug: checks report a failing target as a DOWN result
+            log.exception("check failed", extra={"website_id": str(job.website_id)})
+            return Outcome(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
         try:
             await self._results.add(checked)
-        except Exception as exc:
-            log.warning(
-                "check result not recorded; the check will run again",
-                extra={"website_id": str(job.website_id), "error": f"{type(exc).__name__}: {exc}"},
-            )
-            return Outcome(Verdict.RETRY, str(exc))
+        except Exception as exc:  # logged once per group by _record
+            return Outcome(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
         return DONE
 
     async def _record(self, checked: Sequence[CheckedJob]) -> None:
         """Write a group of results, apply them to the monitors' states (emitting the changes
         they confirm), and release the monitors' pending marks: after this, acknowledging
         their entries loses nothing."""
-        await self._write_results(checked)
-        await self._apply_to_states(checked)
-        await self.pending.release([c.job.website_id for c in checked])
+        try:
+            await self._write_results(checked)
+            await self._apply_to_states(checked)
+            await self.pending.release([c.job.website_id for c in checked])
+        except Exception as exc:
+            log.warning(
+                "check results not recorded; their checks will run again",
+                extra={"count": len(checked), "error": f"{type(exc).__name__}: {exc}"},
+            )
+            raise
 
-    async def aclose(self) -> None:
-        await self._results.aclose()
+    async def aclose(self, grace_seconds: float = 10.0) -> None:
+        """Let the result writes under way end (within ``grace_seconds``); start no more."""
+        await self._results.aclose(grace_seconds)
 
     async def _run(self, job: CheckJob) -> CheckedJob:
         now = datetime.now(UTC)
