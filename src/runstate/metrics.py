@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from runstate.resolve import ResolverStats
 
 CHECK_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
@@ -75,4 +81,33 @@ class PipelineMetrics:
             "runstate_stream_trim_would_drop_unread_total",
             "Times the stream length cap was reached while entries were still unread",
             ("stream",),
+        )
+
+
+class MonitoringWorkerMetrics(Collector):
+    """What a monitoring worker's resolver and per-host turns look like, read at scrape
+    time from the counters they keep."""
+
+    def __init__(self, dns: ResolverStats, waiting_for_host: Callable[[], int]) -> None:
+        self._dns = dns
+        self._waiting_for_host = waiting_for_host
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        lookups = CounterMetricFamily(
+            "runstate_dns_lookups",
+            "Name lookups by how they were answered: from the cache, by a query of their own,"
+            " or by joining another caller's query",
+            labels=("answer",),
+        )
+        lookups.add_metric(("cache",), self._dns.hits)
+        lookups.add_metric(("query",), self._dns.misses)
+        lookups.add_metric(("joined",), self._dns.joined)
+        yield lookups
+        yield CounterMetricFamily(
+            "runstate_dns_failures", "Name lookups that failed", value=self._dns.failures
+        )
+        yield GaugeMetricFamily(
+            "runstate_checks_waiting_for_host",
+            "Checks waiting for their turn at a host already checked CHECK_MAX_PER_HOST times",
+            value=self._waiting_for_host(),
         )

@@ -24,7 +24,7 @@ from runstate.consumer import (
     each_entry,
 )
 from runstate.flow import Slots
-from runstate.metrics import PipelineMetrics
+from runstate.metrics import MonitoringWorkerMetrics, PipelineMetrics
 from runstate.pipeline.monitor import MonitoringStage
 from runstate.pipeline.notify import NotificationStage
 from runstate.pipeline.schedule import Scheduler, SchedulerOptions
@@ -147,6 +147,7 @@ class Pipeline:
                 flush_seconds=settings.MONITORING_FLUSH_MS / 1000,
             )
             self.closers.append(lambda: stage.aclose(settings.SHUTDOWN_TIMEOUT_SECONDS))
+            self.registry.register(MonitoringWorkerMetrics(resolver.stats, stage.waiting_for_host))
             consumer = self.consumer(
                 "monitoring",
                 settings.MONITORING_STREAM,

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
 from tests.dns_server import LocalDnsServer
-from tests.integration.harness import Cluster, LoopThread, System, Target, User
+from tests.integration.harness import Cluster, LoopThread, System, Target, User, metric
 
 SHOP = "shop.test"
 TARPIT = "tarpit.test"
@@ -146,6 +147,23 @@ def test_names_whose_dns_server_never_answers_make_only_their_own_monitors_down(
         assert checks, monitor
         assert {c["status"] for c in checks} == {"up"}, checks
         assert alice.incidents(monitor["id"]) == []
+    # The monitoring worker's metrics show the failed lookups (each gives up after
+    # DNS_TIMEOUT_SECONDS, 5 s, while its check has long timed out) and the cache at work.
+    system.wait_for(
+        "the failed lookups counted",
+        lambda: (
+            (metric(monitoring_metrics(system), "runstate_dns_failures_total") or 0) >= len(silent)
+        ),
+        timeout=15,
+    )
+    exposed = monitoring_metrics(system)
+    assert (metric(exposed, "runstate_dns_lookups_total", answer="cache") or 0) > 0
+
+
+def monitoring_metrics(system: System) -> str:
+    if system.mode == "embedded":
+        return httpx.get(f"{system.base_url}/metrics", timeout=5).text
+    return system.cluster.proc("worker-monitoring").metrics()
 
 
 def test_a_certificate_that_expired_between_two_checks_is_caught_by_the_next(

@@ -148,6 +148,10 @@ class MonitoringStage:
             )
             raise
 
+    def waiting_for_host(self) -> int:
+        """Checks waiting now for their turn at a busy host."""
+        return self._destinations.waiting
+
     async def aclose(self, grace_seconds: float = 10.0) -> None:
         """Let the result writes under way end (within ``grace_seconds``); start no more."""
         await self._results.aclose(grace_seconds)
