@@ -295,7 +295,7 @@ def _latency_lines(latency: dict[str, Any]) -> list[str]:
         "",
         f"Flipped targets: {latency['flips']}; undetected: {latency['undetected']};"
         f" not seen recovered: {latency['unrecovered']}; incidents on healthy targets never"
-        f" flipped: {latency['spurious_incidents']}; on failing targets (expected):"
+        f" flipped: {latency['spurious_incidents']}; on failing targets:"
         f" {latency.get('incidents_on_failing_targets', 0)};"
         f" webhooks received: {latency['webhooks_received']}"
         f" (signature verified: {latency['webhooks_verified']}). 'Seen open' and 'seen"
