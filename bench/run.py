@@ -74,6 +74,15 @@ class Window:
         return self.end - self.start
 
 
+def plan_flips(candidates: list[int], size: int, cycles: int, seed: int) -> list[list[int]]:
+    """``size`` targets per cycle drawn from ``candidates`` (the healthy ones), a fresh set
+    each cycle while any is left. On the lab farm, where every target is a candidate, this is
+    the draw the first lab figures were measured with."""
+    n = len(candidates)
+    order = random.Random(seed).sample(candidates, n)  # noqa: S311 - not security
+    return [[order[(c * size + k) % n] for k in range(min(size, n))] for c in range(cycles)]
+
+
 class Run:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -180,19 +189,13 @@ class Run:
     # --- the measured window --------------------------------------------------------------
 
     def flip_plan(self) -> list[list[int]]:
-        """The targets flipped down in each cycle (a fresh set each time while any is left),
-        drawn from the healthy ones. A cycle is down for one interval plus a margin, then up
-        as long: long enough for every flipped monitor to be checked, detected, recovered
-        and alerted within it."""
+        """The targets flipped down in each cycle: see :func:`plan_flips`. A cycle is down
+        for one interval plus a margin, then up as long: long enough for every flipped
+        monitor to be checked, detected, recovered and alerted within it."""
         assert self.farm is not None
-        candidates = self.farm.healthy()
-        n = len(candidates)
         size = max(1, round(self.preset.down_share * len(self.website_ids)))
-        half = self.half_cycle()
-        cycles = int((self.preset.duration - FLIP_LEAD_SECONDS) // (2 * half))
-        rng = random.Random(self.options.seed)  # noqa: S311 - not security
-        order = rng.sample(candidates, n)  # on the lab farm: the same draw as ever
-        return [[order[(c * size + k) % n] for k in range(min(size, n))] for c in range(cycles)]
+        cycles = int((self.preset.duration - FLIP_LEAD_SECONDS) // (2 * self.half_cycle()))
+        return plan_flips(self.farm.healthy(), size, cycles, self.options.seed)
 
     def half_cycle(self) -> float:
         return self.preset.interval + max(2.0, 0.25 * self.preset.interval)

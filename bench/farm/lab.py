@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -26,16 +25,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.farm.base import Farm, PidGroups
+from bench.farm.nginx import find_nginx
 from bench.procs import BenchError, Child, Children, free_port, with_descendants
-
-NGINX_PATHS = ("/usr/sbin/nginx",)
-
-
-def find_nginx() -> str | None:
-    found = shutil.which("nginx")
-    if found:
-        return found
-    return next((p for p in NGINX_PATHS if Path(p).is_file()), None)
 
 
 class LabFarm(Farm):

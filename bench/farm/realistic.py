@@ -25,47 +25,10 @@ from typing import Any
 
 from bench.farm.base import Farm, PidGroups
 from bench.farm.dns import DnsConfig, Dnsmasq, find_dnsmasq, free_udp_tcp_port, query
-from bench.farm.lab import find_nginx
 from bench.farm.mix import Mix, Shares
+from bench.farm.nginx import NGINX_WORKERS, find_nginx, start_https_nginx
 from bench.farm.tls import ZONE, Pki, make_pki
 from bench.procs import BenchError, Child, Children, free_port, with_descendants
-
-NGINX_WORKERS = 2  # one per core of the reference machine: TLS handshakes are the farm's work
-
-_NGINX_CONF = """\
-worker_processes {workers};
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; multi_accept on; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    keepalive_timeout 0;
-    default_type text/plain;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    server {{
-        listen 127.0.0.1:{https_port} ssl backlog=4096;
-        listen 127.0.0.1:{http_port} backlog=4096;
-        server_name *.{zone};
-        ssl_certificate {chain};
-        ssl_certificate_key {key};
-        root {dir}/down;
-        location /t/ {{
-            if (-f $request_filename) {{ return 503 "down\\n"; }}
-            return 200 "ok\\n";
-        }}
-        location / {{ return 404; }}
-    }}
-}}
-"""
 
 
 def refused_port() -> int:
@@ -131,7 +94,9 @@ class RealisticFarm(Farm):
                 "farm-dnsmasq",
             )
         ]
-        self.nginx = self._start_nginx(tools["nginx"])
+        self.nginx = start_https_nginx(
+            children, tools["nginx"], self.dir, self.ports["https"], self.ports["http"], self.pki
+        )
         self.slow = children.start(
             "farm",
             "farm-slow",
@@ -189,23 +154,6 @@ class RealisticFarm(Farm):
         }
 
     # --- processes ------------------------------------------------------------------------
-
-    def _start_nginx(self, binary: str) -> Child:
-        conf = self.dir / "nginx.conf"
-        conf.write_text(
-            _NGINX_CONF.format(
-                workers=NGINX_WORKERS,
-                dir=self.dir,
-                https_port=self.ports["https"],
-                http_port=self.ports["http"],
-                zone=ZONE,
-                chain=self.pki.chain,
-                key=self.pki.key,
-            )
-        )
-        return self.children.start(
-            "farm", "farm-nginx", [binary, "-p", str(self.dir), "-e", "stderr", "-c", str(conf)]
-        )
 
     def start_dns(self, address: str, port: int) -> Dnsmasq:
         """Another dnsmasq on the same files (the blackbox exporter's, on port 53)."""

@@ -8,6 +8,7 @@ import random
 from bench.farm.mix import Shares
 from bench.options import HANG_TIMEOUT_MS, parse_args
 from bench.presets import PRESETS
+from bench.run import plan_flips
 
 
 def test_the_smoke_and_scale_presets_run_on_the_realistic_farm_and_lab_ones_on_the_lab_farm() -> (
@@ -47,8 +48,17 @@ def test_each_failure_share_has_a_flag_and_hang_share_sets_the_black_holes_and_a
 
 
 def test_the_lab_farm_flips_the_same_targets_as_before_the_realistic_farm_existed() -> None:
-    """The flip plan draws from the healthy targets; on the lab farm that is every target,
-    and the draw must be the one the first lab figures were measured with."""
-    n, seed = 10_000, 1
-    before = random.Random(seed).sample(range(n), n)  # the draw as it was
-    assert random.Random(seed).sample(list(range(n)), n) == before
+    """Flips are drawn from the healthy targets; on the lab farm that is every target, and
+    the draw must be the one the first lab figures were measured with."""
+    n, size, cycles, seed = 10_000, 100, 3, 1
+    order = random.Random(seed).sample(range(n), n)  # the draw as it was
+    before = [[order[(c * size + k) % n] for k in range(size)] for c in range(cycles)]
+    assert plan_flips(list(range(n)), size, cycles, seed) == before
+
+
+def test_flips_are_drawn_from_the_healthy_targets_only() -> None:
+    healthy = list(range(0, 1_000, 3))
+    plan = plan_flips(healthy, 10, 5, seed=2)
+    flipped = [i for cycle in plan for i in cycle]
+    assert set(flipped) <= set(healthy)
+    assert len(set(flipped)) == 50  # a fresh set each cycle

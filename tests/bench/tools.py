@@ -9,7 +9,7 @@ import os
 import pytest
 
 from bench.farm.dns import find_dnsmasq
-from bench.farm.lab import find_nginx
+from bench.farm.nginx import find_nginx
 
 
 def require_farm_tools() -> None:
