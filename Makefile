@@ -41,7 +41,7 @@ typecheck: install ## type-check src/
 check: lint typecheck test ## every gate: format, lint, types, tests
 
 PRESET ?= smoke
-bench: install ## benchmark: PRESET=smoke|10k|100k (Postgres, Redis) or up-smoke|up-10k (runstate up), BENCH_ARGS="--workers 3"
+bench: install ## benchmark: PRESET=smoke|10k|100k (realistic farm; Postgres, Redis), up-smoke|up-10k (runstate up), lab|lab-10k|lab-100k (lab farm), BENCH_ARGS="--workers 3"
 	$(RUN) python -m bench --preset $(PRESET) $(BENCH_ARGS)
 
 clean: ## remove the environments and caches
