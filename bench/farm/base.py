@@ -8,6 +8,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from bench.procs import BenchError
@@ -74,3 +75,18 @@ class Farm(ABC):
     def close(self) -> None:  # noqa: B027 - most farms hold nothing
         """Let go of what the harness itself holds for the farm (sockets); its processes
         are stopped with the run's other children."""
+
+
+def flip_by_files(folder: Path, ids: Iterable[int], down: bool) -> dict[int, float]:
+    """nginx answers 503 for target i while the file ``folder/i`` exists (one stat per
+    request: no reload, no connection dropped): create or remove those files, and return
+    the time just before each target's change."""
+    changed: dict[int, float] = {}
+    for i in ids:
+        path = folder / str(i)
+        changed[i] = time.time()
+        if down:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+    return changed

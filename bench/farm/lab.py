@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench.farm.base import Farm, PidGroups
+from bench.farm.base import Farm, PidGroups, flip_by_files
 from bench.farm.nginx import find_nginx
 from bench.procs import BenchError, Child, Children, free_port, with_descendants
 
@@ -137,16 +137,7 @@ class NginxFarm(LabFarm):
         )
 
     async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
-        folder = self.dir / "down" / "t"
-        changed: dict[int, float] = {}
-        for i in ids:
-            path = folder / str(i)
-            changed[i] = time.time()
-            if down:
-                path.touch()
-            else:
-                path.unlink(missing_ok=True)
-        return changed
+        return flip_by_files(self.dir / "down" / "t", ids, down)
 
     def pid_groups(self) -> PidGroups:
         return {

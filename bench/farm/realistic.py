@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.farm.base import Farm, PidGroups
+from bench.farm.base import Farm, PidGroups, flip_by_files
 from bench.farm.dns import DnsConfig, Dnsmasq, find_dnsmasq, free_udp_tcp_port, query
 from bench.farm.mix import Mix, Shares
 from bench.farm.nginx import NGINX_WORKERS, find_nginx, start_https_nginx
@@ -181,16 +181,7 @@ class RealisticFarm(Farm):
     # --- flips and probes -----------------------------------------------------------------
 
     async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
-        folder = self.dir / "down" / "t"
-        changed: dict[int, float] = {}
-        for i in ids:
-            path = folder / str(i)
-            changed[i] = time.time()
-            if down:
-                path.touch()
-            else:
-                path.unlink(missing_ok=True)
-        return changed
+        return flip_by_files(self.dir / "down" / "t", ids, down)
 
     async def probe(self, i: int) -> bool:
         """Resolve target ``i``'s name with the farm's DNS, connect (TLS verified against the
