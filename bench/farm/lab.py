@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.farm.base import Farm, PidGroups, flip_by_files
-from bench.farm.nginx import find_nginx
+from bench.farm.nginx import LAB_CONNECTIONS, find_nginx, start_nginx
 from bench.procs import BenchError, Child, Children, free_port, with_descendants
 
 
@@ -86,36 +86,6 @@ class AiohttpFarm(LabFarm):
         return {"farm (aiohttp)": lambda: [c.pid for c in self.children if c.alive()]}
 
 
-_NGINX_CONF = """\
-worker_processes {workers};
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; multi_accept on; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {dir}/down;
-        location /t/ {{
-            if (-f $request_filename) {{ return 503 "down\\n"; }}
-            return 200 "ok\\n";
-        }}
-        location / {{ return 404; }}
-    }}
-}}
-"""
-
-
 class NginxFarm(LabFarm):
     kind = "nginx"
 
@@ -130,10 +100,13 @@ class NginxFarm(LabFarm):
             path.chmod(0o755)  # nginx's workers may run as another user
         self.dir.parent.chmod(0o755)
         self.ports = [free_port()]
-        conf = self.dir / "nginx.conf"
-        conf.write_text(_NGINX_CONF.format(workers=workers, dir=self.dir, port=self.ports[0]))
-        self.child = children.start(
-            "farm", "farm-nginx", [binary, "-p", str(self.dir), "-e", "stderr", "-c", str(conf)]
+        self.child = start_nginx(
+            children,
+            binary,
+            self.dir,
+            workers=workers,
+            connections=LAB_CONNECTIONS,
+            listeners=f"        listen 127.0.0.1:{self.ports[0]} backlog=4096;",
         )
 
     async def set_down(self, ids: Iterable[int], down: bool) -> dict[int, float]:
