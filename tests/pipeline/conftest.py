@@ -37,7 +37,9 @@ from sqlalchemy import Select, delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from runstate.checks.base import Check
 from runstate.metrics import PipelineMetrics
+from runstate.pipeline.monitor import MonitoringStage
 from runstate.queue.backend import QueueBackend, open_backend
 from runstate.queue.base import Entry, StreamQueue
 from runstate.settings import Settings
@@ -298,6 +300,33 @@ def stage_registry() -> CollectorRegistry:
 @pytest.fixture
 def stage_metrics(stage_registry: CollectorRegistry) -> PipelineMetrics:
     return PipelineMetrics(stage_registry)
+
+
+MakeMonitoringStage = Callable[..., MonitoringStage]
+
+
+@pytest.fixture
+def make_monitoring_stage(
+    stage_db: StageDb,
+    stage_backend: QueueBackend,
+    stage_metrics: PipelineMetrics,
+    stage_prefix: str,
+) -> MakeMonitoringStage:
+    """A monitoring stage on the test's database and queue: ``make(check, concurrency=50)``."""
+
+    def make(check: Check, **options: Any) -> MonitoringStage:
+        return MonitoringStage(
+            sessions=stage_db.sessions,
+            states=stage_backend.states,
+            pending=stage_backend.pending,
+            check=check,
+            region_id=stage_db.region_id,
+            status_change_stream=f"{stage_prefix}:status-change",
+            metrics=stage_metrics,
+            **options,
+        )
+
+    return make
 
 
 # --- HTTP targets ------------------------------------------------------------------------

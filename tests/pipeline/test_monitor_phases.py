@@ -14,11 +14,9 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from runstate.checks.http import HttpCheck
-from runstate.metrics import PipelineMetrics
-from runstate.pipeline.monitor import MonitoringStage
 from runstate.queue.backend import QueueBackend
 from runstate.storage.tables import WebsiteCheck
-from tests.pipeline.conftest import StageDb, publish_and_read
+from tests.pipeline.conftest import MakeMonitoringStage, StageDb, publish_and_read
 from tests.pipeline.test_monitor_stage import job
 
 
@@ -29,8 +27,8 @@ async def ok(request: web.Request) -> web.Response:
 async def test_the_phases_and_certificate_expiry_of_each_check_are_stored(
     stage_db: StageDb,
     stage_backend: QueueBackend,
-    stage_metrics: PipelineMetrics,
     stage_prefix: str,
+    make_monitoring_stage: MakeMonitoringStage,
 ) -> None:
     ca = trustme.CA()
     not_after = datetime.now(UTC).replace(microsecond=0) + timedelta(days=20)
@@ -46,15 +44,7 @@ async def test_the_phases_and_certificate_expiry_of_each_check_are_stored(
         closed.bind(("127.0.0.1", 0))
         refusing_url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
         check = HttpCheck(allow_private=True, ssl_context=trusted)
-        stage = MonitoringStage(
-            sessions=stage_db.sessions,
-            states=stage_backend.states,
-            pending=stage_backend.pending,
-            check=check,
-            region_id=stage_db.region_id,
-            status_change_stream=f"{stage_prefix}:status-change",
-            metrics=stage_metrics,
-        )
+        stage = make_monitoring_stage(check)
         user = await stage_db.user()
         secure = await stage_db.website(user, f"https://127.0.0.1:{server.port}/")
         refusing = await stage_db.website(user, refusing_url)

@@ -18,13 +18,13 @@ from runstate.checks.http import HttpCheck
 from runstate.consumer import DONE, Outcome, Verdict
 from runstate.domain.events import CheckJob, StatusChange, status_change_event_id
 from runstate.domain.status import MonitorState, Status
-from runstate.metrics import PipelineMetrics
 from runstate.pipeline.monitor import MonitoringStage
 from runstate.pipeline.status_change import StatusChangeStage
 from runstate.queue.backend import QueueBackend
 from runstate.queue.base import DueCheck, Entry
 from runstate.storage.tables import User, Website, WebsiteCheck
 from tests.pipeline.conftest import (
+    MakeMonitoringStage,
     StageDb,
     Targets,
     lose_monitor_states,
@@ -88,21 +88,12 @@ async def setup(
     stage_db: StageDb,
     stage_backend: QueueBackend,
     stage_registry: CollectorRegistry,
-    stage_metrics: PipelineMetrics,
     stage_prefix: str,
     http_targets: Targets,
+    make_monitoring_stage: MakeMonitoringStage,
 ) -> AsyncIterator[Setup]:
     check = HttpCheck(allow_private=True)
-    stage = MonitoringStage(
-        sessions=stage_db.sessions,
-        states=stage_backend.states,
-        pending=stage_backend.pending,
-        check=check,
-        region_id=stage_db.region_id,
-        status_change_stream=f"{stage_prefix}:status-change",
-        metrics=stage_metrics,
-        concurrency=50,
-    )
+    stage = make_monitoring_stage(check, concurrency=50)
     try:
         yield Setup(stage_db, stage_backend, stage_registry, http_targets, stage, stage_prefix)
     finally:
