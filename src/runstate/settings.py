@@ -94,7 +94,15 @@ class Settings(BaseSettings):
 
     # Authentication attempts (signin, signup, refresh) allowed per minute.
     AUTH_RATE_LIMIT_PER_IP: int = Field(default=30, ge=1, le=1_000_000)
-    AUTH_RATE_LIMIT_PER_ACCOUNT: int = Field(default=10, ge=1, le=1_000_000)
+    AUTH_RATE_LIMIT_PER_ACCOUNT: int = Field(default=10, ge=1, le=1_000_000)  # failed sign-ins
+    # Token refreshes allowed per minute, per refresh-token family and per IP (/64 for IPv6).
+    REFRESH_RATE_LIMIT: int = Field(default=30, ge=1, le=1_000_000)
+
+    # Quotas per account (ADMIN accounts are exempt), and request limits.
+    MAX_MONITORS_PER_USER: int = Field(default=1_000, ge=0, le=10_000_000)
+    MAX_CHANNELS_PER_USER: int = Field(default=50, ge=0, le=1_000_000)
+    MONITOR_CREATE_RATE_LIMIT: int = Field(default=60, ge=1, le=1_000_000)  # per user per minute
+    MAX_REQUEST_BODY_BYTES: int = Field(default=64 * 1024, ge=1_024, le=1 << 30)
 
     MIN_CHECK_INTERVAL_SECONDS: int = Field(default=30, ge=1, le=86_400)
     ALLOW_PRIVATE_TARGETS: bool = False
@@ -123,7 +131,13 @@ class Settings(BaseSettings):
     # The consume loop shared by the workers.
     CONSUMER_BATCH_SIZE: int = Field(default=100, ge=1, le=10_000)
     RECLAIM_IDLE_SECONDS: PositiveSeconds = 30.0
+    # Deliveries of an entry whose handler failed on the entry itself (not on an outage of
+    # runstate's own database, Redis or network: those are retried for as long as they last).
     MAX_DELIVERIES: int = Field(default=5, ge=1, le=1_000)
+    # Each dead-letter stream keeps about this many of its newest entries.
+    DEAD_LETTER_MAXLEN: int = Field(default=10_000, ge=10, le=100_000_000)
+    # The longest pause between two tries of a dependency that is down (capped backoff).
+    OUTAGE_RETRY_MAX_SECONDS: PositiveSeconds = 10.0
     # Checks a monitoring worker has in hand at once: running, or their result awaiting its
     # write. A check that hangs until its timeout holds one of these and nothing else.
     MONITORING_CONCURRENCY: int = Field(default=1000, ge=1, le=100_000)
@@ -142,6 +156,9 @@ class Settings(BaseSettings):
     MONITORING_STREAM_MAXLEN: int = Field(default=1_000_000, ge=1_000, le=1_000_000_000)
     SCHEDULER_LEASE_SECONDS: PositiveSeconds = 10.0
     SCHEDULER_POLL_SECONDS: PositiveSeconds = 2.0
+    # Every this often the scheduler reloads every monitor (a full reconcile), whatever the
+    # change polls found.
+    SCHEDULER_RECONCILE_SECONDS: PositiveSeconds = 300.0
 
     # Alert delivery.
     NOTIFY_MAX_ATTEMPTS: int = Field(default=5, ge=1, le=100)
@@ -150,6 +167,15 @@ class Settings(BaseSettings):
     WEBHOOK_TIMEOUT_SECONDS: PositiveSeconds = 10.0
     ALERT_FLAP_WINDOW_SECONDS: PositiveSeconds = 600.0
     ALERT_FLAP_MAX: int = Field(default=5, ge=1, le=10_000)
+    # Deliveries under way at once to one channel, and to one account's channels, so that no
+    # slow receiver holds another account's alerts.
+    NOTIFY_MAX_PER_CHANNEL: int = Field(default=4, ge=1, le=10_000)
+    NOTIFY_MAX_PER_USER: int = Field(default=8, ge=1, le=10_000)
+
+    # Housekeeping: how often expired and revoked refresh tokens are deleted, and how many
+    # rows one delete statement removes when a monitor's or an account's history goes.
+    PRUNE_INTERVAL_SECONDS: PositiveSeconds = 3_600.0
+    DELETE_BATCH_ROWS: int = Field(default=5_000, ge=100, le=1_000_000)
 
     # Name resolution for the checks and the channels (runstate.resolve): which servers, how
     # long one lookup may wait, and how long answers and failures are remembered.

@@ -157,6 +157,7 @@ async def test_a_delivered_alert_is_signed_and_carries_the_contract_payload(
         "prev_status": "up",
         "current_status": "down",
         "occurred_at": "2024-05-01T12:30:15.123Z",
+        "late": False,
     }
 
 

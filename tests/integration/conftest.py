@@ -7,6 +7,7 @@ process's log is attached to its report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +31,7 @@ from tests.integration.harness import (
 # the pending-check marks, monitor states; see runstate.queue.keys), and one of them flushes
 # its database: they get a database of their own, away from the other suites' db 15, and
 # run one after the other.
-INTEGRATION_REDIS_DB = 14
+INTEGRATION_REDIS_DB = int(os.environ.get("TEST_INTEGRATION_REDIS_DB", "14"))
 
 CLUSTERS = pytest.StashKey[list[Cluster]]()
 

@@ -192,6 +192,7 @@ async def test_an_alert_goes_once_to_each_matching_channel_of_the_owner_and_to_n
         "prev_status": "up",
         "current_status": "down",
         "occurred_at": format_time(alert.occurred_at),
+        "late": False,
     }  # fmt: skip
     assert (log.delivery_status, log.attempts, log.event) == ("sent", 1, "DOWN")
     assert log.sent_at is not None

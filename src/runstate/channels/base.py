@@ -125,5 +125,6 @@ def render_payload(delivery: Delivery) -> dict[str, Any]:
         "prev_status": alert.prev_status.value,
         "current_status": alert.current_status.value,
         "occurred_at": format_time(alert.occurred_at),
+        "late": alert.late,
         **({"summary": delivery.summary} if delivery.summary else {}),
     }

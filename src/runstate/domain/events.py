@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -47,6 +47,12 @@ def _optional_text(raw: str) -> str | None:
     return raw or None
 
 
+def _flag(raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise ValueError(f"{raw!r} is neither true nor false")
+    return raw == "true"
+
+
 # How each field type is read back from its string form (annotations are strings here).
 _READERS: dict[str, Callable[[str], Any]] = {
     "str": str,
@@ -56,24 +62,32 @@ _READERS: dict[str, Callable[[str], Any]] = {
     "uuid.UUID": uuid.UUID,
     "Status": Status,
     "AlertEvent": AlertEvent,
+    "bool": _flag,
 }
 
 
-_Schema = tuple[tuple[str, Callable[[str], Any]], ...]
+_NO_DEFAULT: Any = MISSING
+# (field name, reader, default): a field with a default may be absent, as in an entry
+# written before the field existed.
+_Schema = tuple[tuple[str, Callable[[str], Any], Any], ...]
 _SCHEMAS: dict[type, _Schema] = {}
 
 
 def _schema(cls: type) -> _Schema:
-    """(field name, reader) of a stream entry class, worked out once per class."""
+    """(field name, reader, default) of a stream entry class, worked out once per class."""
     schema = _SCHEMAS.get(cls)
     if schema is None:
-        schema = _SCHEMAS[cls] = tuple((f.name, _READERS[str(f.type)]) for f in fields(cls))
+        schema = _SCHEMAS[cls] = tuple(
+            (f.name, _READERS[str(f.type)], f.default) for f in fields(cls)
+        )
     return schema
 
 
 def _text(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, datetime):
         return format_time(value)
     return str(value)
@@ -83,14 +97,17 @@ class StreamEntry:
     """Mixin: dataclass <-> flat string map."""
 
     def to_fields(self) -> dict[str, str]:
-        return {name: _text(getattr(self, name)) for name, _ in _schema(type(self))}
+        return {name: _text(getattr(self, name)) for name, _, _ in _schema(type(self))}
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, str]) -> Self:
         values: dict[str, Any] = {}
-        for name, read in _schema(cls):
+        for name, read, default in _schema(cls):
             if name not in raw:
-                raise MalformedEntry(f"missing field {name}")
+                if default is _NO_DEFAULT:
+                    raise MalformedEntry(f"missing field {name}")
+                values[name] = default
+                continue
             try:
                 values[name] = read(raw[name])
             except ValueError as exc:
@@ -147,9 +164,14 @@ class Alert(StreamEntry):
     occurred_at: datetime
     incident_id: uuid.UUID
     event: AlertEvent
+    # Sent after the monitor had already moved on (a change handled out of order, or after
+    # an outage): the alert is true of its time, not of now.
+    late: bool = False
 
     @classmethod
-    def for_change(cls, change: StatusChange, incident_id: uuid.UUID) -> Alert:
+    def for_change(
+        cls, change: StatusChange, incident_id: uuid.UUID, *, late: bool = False
+    ) -> Alert:
         return cls(
             event_id=change.event_id,
             website_id=change.website_id,
@@ -159,4 +181,5 @@ class Alert(StreamEntry):
             occurred_at=change.occurred_at,
             incident_id=incident_id,
             event=change.alert_event,
+            late=late,
         )
