@@ -44,11 +44,13 @@ LABEL org.opencontainers.image.title="runstate" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed, numeric, unprivileged user (UID/GID 10001) that owns only /data, where
-# `runstate up` keeps its SQLite file and a dev-mode API keeps its generated JWT key.
+# `runstate up` keeps its SQLite file and a dev-mode API keeps its generated JWT key. /data
+# is also writable by group 0, as platforms that run images under an arbitrary UID (with
+# GID 0, as OpenShift does) need.
 RUN groupadd --system --gid 10001 runstate \
     && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /data --no-create-home --shell /usr/sbin/nologin runstate \
-    && install -d -o 10001 -g 10001 -m 0750 /data
+    && install -d -o 10001 -g 0 -m 0770 /data
 
 # The environment, owned by root: the process can read its code but not change it.
 COPY --from=builder /app/.venv /app/.venv

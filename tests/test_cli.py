@@ -212,6 +212,24 @@ def test_up_with_a_port_that_is_not_a_number_exits_2_naming_port(tmp_path: Path)
     assert_one_line_error(result, "runstate: PORT:")
 
 
+@pytest.mark.parametrize("jwt_secret", [None, "s" * 40], ids=["generated", "set"])
+def test_up_with_a_data_dir_it_cannot_write_exits_2_with_one_line_naming_it(
+    tmp_path: Path, jwt_secret: str | None
+) -> None:
+    # A path under a regular file: no process can make it, root included (the tests run as
+    # root, for whom permission bits would not stop anything).
+    (tmp_path / "a-file").write_text("")
+    env = {"RUNSTATE_DATA_DIR": str(tmp_path / "a-file" / "data"), "PORT": str(free_port())}
+    result = runstate("up", cwd=tmp_path, timeout=15, **env, **_set_if(JWT_SECRET=jwt_secret))
+    assert result.returncode == 2
+    line = assert_one_line_error(result, "runstate: RUNSTATE_DATA_DIR: cannot ")
+    assert "writable by user" in line
+
+
+def _set_if(**values: str | None) -> dict[str, str]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
 # --- runstate up --------------------------------------------------------------------------
 
 
@@ -328,6 +346,31 @@ def test_a_pipeline_process_without_redis_exits_2_naming_redis_url(
     result = runstate(*command, cwd=tmp_path, timeout=15, DATABASE_URL="postgresql://x@h/db")
     assert result.returncode == 2
     assert_one_line_error(result, "runstate: REDIS_URL:")
+
+
+def test_a_pipeline_process_whose_metrics_port_is_taken_stops_at_once_naming_it(
+    tmp_path: Path,
+) -> None:
+    # Another process (a pod's other container, host networking) listens on the port: going
+    # on without metrics would let this process's health check probe the other one's.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        result = runstate(
+            "worker",
+            "monitoring",
+            cwd=tmp_path,
+            timeout=15,
+            DATABASE_URL=CLOSED_PORT_URL,
+            REDIS_URL="redis://127.0.0.1:1/0",
+            METRICS_PORT=str(taken),
+        )
+    assert result.returncode != 0
+    line = assert_one_line_error(
+        result, f"runstate: METRICS_PORT: cannot listen on 127.0.0.1:{taken}"
+    )
+    assert "give each process its own port" in line
 
 
 def test_a_pipeline_process_with_unreachable_redis_fails_fast_naming_redis_url(

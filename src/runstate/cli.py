@@ -156,12 +156,16 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 
     try:
         start_http_server(settings.METRICS_PORT, addr=settings.HOST, registry=registry)
-    except OSError as exc:  # e.g. several workers on one host: metrics are not worth dying for
-        log.warning(
-            "metrics port unavailable; set METRICS_PORT to a free port or 0",
-            extra={"port": settings.METRICS_PORT, "error": str(exc)},
+    except OSError as exc:
+        # Refuse to start: a process sharing its network namespace with another (a pod, host
+        # networking) would otherwise run without metrics while its health check, probing
+        # METRICS_PORT, is answered by the other process and passes.
+        where = f"{settings.HOST}:{settings.METRICS_PORT}"
+        fail(
+            f"METRICS_PORT: cannot listen on {where}: {exc.strerror or exc}"
+            " (another process has it; give each process its own port, or 0 for none)",
+            EXIT_UNAVAILABLE,
         )
-        return
     log.info("metrics listening", extra={"host": settings.HOST, "port": settings.METRICS_PORT})
 
 
@@ -171,10 +175,10 @@ async def _run_pipeline_part(settings: Settings, process: str, parts: list[str])
     from runstate.processes import Pipeline
     from runstate.runtime import run_components
 
+    registry = CollectorRegistry()
+    _serve_metrics(settings, registry)  # first: a taken port stops the process at once
     await _check_redis(settings)
     await _prepare_database(settings, migrate=False)
-    registry = CollectorRegistry()
-    _serve_metrics(settings, registry)
     pipeline = Pipeline.open(settings, registry)
     try:
         components = _pipeline_components(pipeline, parts)
@@ -211,7 +215,12 @@ def up() -> None:
     file in RUNSTATE_DATA_DIR and an in-process queue unless DATABASE_URL / REDIS_URL are
     set. Migrates its database by itself."""
     settings = _settings("up")
-    settings.jwt_secret()  # generate and keep it now, not on the first request
+    try:
+        settings.jwt_secret()  # generate and keep it now, not on the first request
+        if settings.DATABASE_URL is None:
+            settings.check_data_dir_writable()  # the SQLite file and its journal go there
+    except SettingsError as exc:
+        fail(str(exc))
     sock = _listen(settings)
 
     async def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -289,6 +290,19 @@ class Settings(BaseSettings):
     def dead_letter_stream(self) -> str:
         return f"{self.NOTIFICATION_STREAM}:dlq"
 
+    def check_data_dir_writable(self) -> None:
+        """Raise SettingsError unless files can be made in RUNSTATE_DATA_DIR (made if need be)."""
+        directory = self.RUNSTATE_DATA_DIR
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise SettingsError(
+                f"RUNSTATE_DATA_DIR: cannot write {directory}: {exc.strerror or exc}"
+                f" (the directory must be writable by user {os.getuid()})"
+            ) from exc
+
     def jwt_secret(self) -> str:
         """The key for access tokens: `JWT_SECRET`, or in dev one generated once and kept in
         `RUNSTATE_DATA_DIR` so tokens survive restarts."""
@@ -297,9 +311,15 @@ class Settings(BaseSettings):
         if self.APP_ENV is AppEnv.PRODUCTION:  # pragma: no cover - refused by validation
             raise SettingsError("JWT_SECRET: must be set when APP_ENV=production")
         path = self.RUNSTATE_DATA_DIR / JWT_SECRET_FILE_NAME
-        if not path.exists():
-            _publish_once(path, secrets.token_urlsafe(48))
-        kept = path.read_text(encoding="utf-8").strip()
+        try:
+            if not path.exists():
+                _publish_once(path, secrets.token_urlsafe(48))
+            kept = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"RUNSTATE_DATA_DIR: cannot read {path}: {exc.strerror or exc}"
+                f" (the directory must be writable by user {os.getuid()})"
+            ) from exc
         if len(kept) < JWT_SECRET_MIN_LENGTH:
             raise SettingsError(f"RUNSTATE_DATA_DIR: {path} is damaged; delete it to make anew")
         return kept
@@ -342,7 +362,10 @@ def _publish_once(path: Path, content: str) -> None:
     except FileExistsError:
         pass  # another process published first: its secret is the one
     except OSError as exc:
-        raise SettingsError(f"RUNSTATE_DATA_DIR: cannot write {path}: {exc}") from exc
+        raise SettingsError(
+            f"RUNSTATE_DATA_DIR: cannot write {path}: {exc.strerror or exc}"
+            f" (the directory must be writable by user {os.getuid()})"
+        ) from exc
     finally:
         staged.unlink(missing_ok=True)
 
