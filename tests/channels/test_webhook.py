@@ -9,6 +9,7 @@ import contextlib
 import json
 import secrets
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -28,6 +30,11 @@ from runstate.settings import Settings
 from tests.dns_server import LocalDnsServer
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+# A Slack-style webhook URL: its path and query are the credential.
+PATH_SECRETS = ("T0PATHSECRET", "B1PATHSECRET", "xoxbPATHTOKEN")
+QUERY_SECRET = "QUERYSECRET"
+LOCATION_SECRET = "LOCATIONSECRET"
+SECRET_PATH = "/services/" + "/".join(PATH_SECRETS) + f"?token={QUERY_SECRET}"
 WEBSITE_ID = uuid.UUID("6f1c1f3e-5a4b-4c2d-9e8f-0a1b2c3d4e5f")
 INCIDENT_ID = uuid.UUID("11111111-2222-4333-8444-555555555555")
 
@@ -103,7 +110,17 @@ async def receiver() -> AsyncIterator[Receiver]:
         await record(request)
         return web.Response(status=302, headers={"Location": "/moved"})
 
+    async def by_query(request: web.Request) -> web.Response:
+        # /services/<secret path>?token=<secret>&code=<status or "slow">
+        await record(request)
+        code = request.query.get("code", "200")
+        if code == "slow":
+            return await slow(request)
+        location = {"Location": f"https://elsewhere.example/{LOCATION_SECRET}?k=v"}
+        return web.Response(status=int(code), headers=location if code == "302" else {})
+
     app = web.Application()
+    app.router.add_post("/services/{tail:.*}", by_query)
     app.router.add_post("/ok", ok)
     app.router.add_post("/status/{code}", status)
     app.router.add_post("/slow", slow)
@@ -301,3 +318,131 @@ async def test_a_target_name_is_resolved_through_dns_servers(
     assert dns_server.queries["hooks.test"] >= 1
     assert "NXDOMAIN" in str(error)
     assert not error.permanent  # DNS may be fixed by the next attempt
+
+
+# --- no secret in any error ----------------------------------------------------------------
+
+
+def assert_names_only_the_host(error: DeliveryError, host: str) -> None:
+    """The error says which host failed, and nothing of the URL's path or query."""
+    for text in (str(error), error.message, repr(error)):
+        for secret in (*PATH_SECRETS, QUERY_SECRET, LOCATION_SECRET, "/services/"):
+            assert secret not in text, text
+    assert host in str(error), str(error)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize(
+    ("code", "permanent"),
+    [("500", False), ("503", False), ("429", False), ("410", True), ("400", True),
+     ("302", True)],
+)  # fmt: skip
+async def test_an_http_error_names_the_host_and_never_the_secret_url(
+    receiver: Receiver, channel: WebhookChannel, code: str, permanent: bool
+) -> None:
+    url = receiver.url(f"{SECRET_PATH}&code={code}")
+    error = await failure(channel, make_delivery(url))
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert code in str(error)
+    assert error.permanent is permanent
+    [request] = receiver.requests
+    assert request.path.startswith("/services/T0PATHSECRET")  # the secret URL was used
+
+
+async def test_a_refused_connection_names_the_host_and_never_the_secret_url(
+    channel: WebhookChannel,
+) -> None:
+    error = await failure(channel, make_delivery(f"http://127.0.0.1:{closed_port()}{SECRET_PATH}"))
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert "refused" in str(error).lower()
+    assert not error.permanent
+
+
+async def test_a_timeout_names_the_host_and_never_the_secret_url(receiver: Receiver) -> None:
+    impatient = WebhookChannel(allow_private=True, timeout_seconds=0.3)
+    try:
+        error = await failure(impatient, make_delivery(receiver.url(f"{SECRET_PATH}&code=slow")))
+    finally:
+        await impatient.aclose()
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert "within 0.3 seconds" in str(error)
+    assert not error.permanent
+
+
+async def test_a_dns_failure_names_the_host_and_never_the_secret_url(
+    receiver: Receiver, dns_server: LocalDnsServer
+) -> None:
+    port = receiver.base.rsplit(":", 1)[1]
+    settings = Settings(ALLOW_PRIVATE_TARGETS=True, DNS_SERVERS=dns_server.address)
+    webhook = WebhookChannel.from_settings(settings)
+    try:
+        error = await failure(webhook, make_delivery(f"http://hooks.gone.test:{port}{SECRET_PATH}"))
+    finally:
+        await webhook.aclose()
+    assert_names_only_the_host(error, "hooks.gone.test")
+    assert "NXDOMAIN" in str(error)
+    assert not error.permanent
+
+
+async def test_an_untrusted_certificate_names_the_host_and_never_the_secret_url(
+    channel: WebhookChannel,
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)  # a CA nobody trusts
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=context)
+    try:
+        url = f"https://127.0.0.1:{server.port}{SECRET_PATH}"
+        error = await failure(channel, make_delivery(url))
+    finally:
+        await server.close()
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert "certificate" in str(error)
+    assert not error.permanent  # the receiver may fix its certificate
+
+
+async def test_a_failed_tls_handshake_names_the_host_and_never_the_secret_url(
+    receiver: Receiver, channel: WebhookChannel
+) -> None:
+    # https:// to a server that speaks plain HTTP: the handshake fails.
+    url = receiver.url(SECRET_PATH).replace("http://", "https://")
+    error = await failure(channel, make_delivery(url))
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert "TLS" in str(error)
+
+
+async def test_a_receiver_closing_without_answering_names_the_host_and_never_the_secret_url(
+    channel: WebhookChannel,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        error = await failure(channel, make_delivery(f"http://127.0.0.1:{port}{SECRET_PATH}"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert_names_only_the_host(error, "127.0.0.1")
+    assert not error.permanent
+
+
+async def test_an_invalid_url_is_permanent_and_never_repeated(channel: WebhookChannel) -> None:
+    error = await failure(channel, make_delivery(f"http://127.0.0.1:99999{SECRET_PATH}"))
+    assert error.permanent
+    for secret in (*PATH_SECRETS, QUERY_SECRET):
+        assert secret not in str(error)
