@@ -7,108 +7,44 @@ still waiting or running is skipped (`PendingChecks`), so a slow target or a bac
 piles up work. Only the holder of the scheduler lease enqueues; a standby takes over when
 the lease lapses.
 
-Changes made through the API are picked up by polling: a cheap count and newest
-`updated_at` every `poll_seconds`, and the changed rows (or, when monitors were deleted, the
-list of ids) only when those moved.
+Two loops run side by side. One holds the lease and enqueues what is due. The other keeps
+the plan book equal to the database (`schedule_sync`): a cheap change poll every
+`poll_seconds`, and a full reconcile every `reconcile_seconds`, so that no change is missed
+whatever the writers' clocks say; a slow reconcile delays no check. While the database does
+not answer, nothing is enqueued (the workers could not record a result): each monitor's due
+slots pass unused, the poll is retried with capped backoff, and when the database answers
+again each monitor resumes at its next slot, with no burst of what was missed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
+import random
 import time
 import uuid
-import weakref
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from runstate.domain.events import CheckJob, time_from_ms
+from runstate.domain.events import CheckJob
 from runstate.metrics import PipelineMetrics
+from runstate.pipeline.schedule_sync import Plan, PlanBook, next_due_ms, phase_ms
 from runstate.queue.base import DueCheck, Lease, PendingChecks, QueueUnavailable, StreamQueue
 from runstate.runtime import sleep_unless_stopped
-from runstate.storage.tables import Website
+
+__all__ = ["Scheduler", "SchedulerOptions", "next_due_ms", "phase_ms"]
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 TICK_SECONDS = 0.05
-# Clocks of API processes may differ a little: re-read rows changed shortly before the
-# newest change already seen (re-reading is harmless).
-CHANGE_MARGIN = timedelta(seconds=5)
-
-
-def phase_ms(website_id: uuid.UUID, interval_ms: int) -> int:
-    """Where in its interval a monitor's checks fall: stable, and uniform over monitors."""
-    return website_id.int % interval_ms
-
-
-def next_due_ms(website_id: uuid.UUID, interval_seconds: int, after_ms: int) -> int:
-    """The first grid point of this monitor strictly after ``after_ms``."""
-    interval_ms = interval_seconds * 1000
-    phase = phase_ms(website_id, interval_ms)
-    return after_ms + interval_ms - ((after_ms - phase) % interval_ms)
-
-
-@dataclass(frozen=True, slots=True, weakref_slot=True)
-class _CheckSettings:
-    """How a monitor is checked, apart from its id and URL. Most monitors share their
-    settings, so plans share one object each (see `_shared_settings`): 100,000 plans then
-    cost a few hundred bytes each, not a full job each."""
-
-    method: str
-    timeout_ms: int
-    expected_status: str
-    keyword: str | None
-    confirmations: int
-    recovery_confirmations: int
-    interval_seconds: int
-
-
-@dataclass(slots=True)
-class _Plan:
-    website_id: uuid.UUID
-    url: str
-    settings: _CheckSettings
-    due_ms: int
-
-    def job(self, due_ms: int) -> CheckJob:
-        settings = self.settings
-        return CheckJob(
-            website_id=self.website_id,
-            url=self.url,
-            method=settings.method,
-            timeout_ms=settings.timeout_ms,
-            expected_status=settings.expected_status,
-            keyword=settings.keyword,
-            confirmations=settings.confirmations,
-            recovery_confirmations=settings.recovery_confirmations,
-            interval_seconds=settings.interval_seconds,
-            scheduled_at=time_from_ms(due_ms),
-        )
-
-
-# The columns a plan needs, read as plain rows (not ORM objects) and in chunks, so that
-# loading 100,000 monitors never holds them all in memory at once.
-_PLAN_COLUMNS = (
-    Website.id,
-    Website.url,
-    Website.method,
-    Website.timeout_ms,
-    Website.expected_status,
-    Website.keyword,
-    Website.confirmations,
-    Website.recovery_confirmations,
-    Website.interval_seconds,
-    Website.paused,
-)
+# Errors that say the database cannot answer right now (a restart, a failover, a refused or
+# cut connection, a file that cannot be opened): the scheduler waits them out.
+DATABASE_OUTAGES = (SQLAlchemyError, OSError)
+FIRST_RETRY_SECONDS = 0.25
 
 
 @dataclass
@@ -120,6 +56,24 @@ class SchedulerOptions:
     max_batch: int = 5000
     load_chunk: int = 2000  # rows read at a time when loading the monitors
     lease_name: str = LEASE_NAME  # schedulers sharing one lease name stand in for each other
+    reconcile_seconds: float = 300.0  # a full reload of every monitor, this often
+    outage_retry_max_seconds: float = 10.0  # the longest wait between two tries of the database
+
+
+@dataclass
+class _Outage:
+    """Since when the database has not answered, and what was given up meanwhile."""
+
+    since: float = field(default_factory=time.monotonic)
+    tries: int = 0
+    slots_skipped: int = 0
+
+    def next_delay(self, cap: float) -> float:
+        """Capped exponential backoff with jitter (half to full), so that schedulers do not
+        retry in step."""
+        self.tries += 1
+        ceiling = min(cap, FIRST_RETRY_SECONDS * 2.0 ** min(self.tries - 1, 30))
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
 
 
 @dataclass
@@ -131,51 +85,67 @@ class Scheduler:
     holder: str
     metrics: PipelineMetrics
     options: SchedulerOptions
-    plans: dict[uuid.UUID, _Plan] = field(default_factory=dict)
-    _heap: list[tuple[int, uuid.UUID]] = field(default_factory=list)
-    _paused: set[uuid.UUID] = field(default_factory=set)
-    _settings: weakref.WeakValueDictionary[tuple[Any, ...], _CheckSettings] = field(
-        default_factory=weakref.WeakValueDictionary
-    )
-    _seen_count: int = -1
-    _last_change: float = 0.0
-    _seen_newest: datetime | None = None
+    book: PlanBook = field(init=False)
     is_active: bool = False
-    _failing: bool = False
+    # Set when the lease is taken: the book is emptied and reloaded before anything is
+    # enqueued, so that a returning holder does not enqueue the slots it missed.
+    _fresh_start: bool = False
+    _outage: _Outage | None = None  # the database's, while it lasts
+    _queue_failing: bool = False
+    _unreleased: list[uuid.UUID] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.book = PlanBook(load_chunk=self.options.load_chunk)
+
+    @property
+    def plans(self) -> dict[uuid.UUID, Plan]:
+        return self.book.plans
+
+    @property
+    def database_answers(self) -> bool:
+        return self._outage is None
 
     async def run(self, stop: asyncio.Event) -> None:
+        sync = asyncio.create_task(self._keep_in_sync(stop), name="scheduler-sync")
+        try:
+            await self._lead_and_enqueue(stop, sync)
+        finally:
+            sync.cancel()  # a read of the monitors is safe to cut short
+            with suppress(asyncio.CancelledError):
+                await sync  # raises what made it fail, if anything did
+
+    # --- the lease and the enqueuing ----------------------------------------------------
+
+    async def _lead_and_enqueue(self, stop: asyncio.Event, sync: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
-        next_lease = next_poll = 0.0
-        while not stop.is_set():
+        next_lease = 0.0
+        while not stop.is_set() and not sync.done():
             now = loop.time()
             if now >= next_lease:
                 await self._hold_lease()
                 next_lease = now + self.options.lease_seconds / 3
-            try:
-                if self.is_active and now >= next_poll:
-                    next_poll = now + self.options.poll_seconds
-                    await self._refresh()
-                if self.is_active:
+            if self.is_active and not self._fresh_start:
+                try:
                     await self._enqueue_due()
-            except (QueueUnavailable, SQLAlchemyError, OSError) as exc:
-                # An outage of the queue or the database: pause and try again (the lease
-                # check goes on), as the workers do, rather than take the process down.
-                self._outage(exc)
-                await sleep_unless_stopped(stop, min(1.0, self.options.lease_seconds / 3))
-                continue
-            self._outage(None)
+                except (QueueUnavailable, OSError) as exc:
+                    # An outage of the queue: pause and try again (the lease check goes
+                    # on), as the workers do, rather than take the process down.
+                    self._note_queue_outage(exc)
+                    await sleep_unless_stopped(stop, min(1.0, self.options.lease_seconds / 3))
+                    continue
+                self._note_queue_outage(None)
             await sleep_unless_stopped(stop, TICK_SECONDS)
         if self.is_active:
             with suppress(QueueUnavailable):  # the lease lapses by itself then
                 await self.lease.release(self.options.lease_name, self.holder)
 
-    def _outage(self, error: Exception | None) -> None:
+    def _note_queue_outage(self, error: Exception | None) -> None:
         """Log the start and the end of an outage once each, not every tick."""
-        if error is not None and not self._failing:
+        if error is not None and not self._queue_failing:
             log.warning("scheduling failed; retrying", extra={"error": str(error)})
-        elif error is None and self._failing:
+        elif error is None and self._queue_failing:
             log.info("scheduling resumed")
-        self._failing = error is not None
+        self._queue_failing = error is not None
 
     async def _hold_lease(self) -> None:
         try:
@@ -188,93 +158,20 @@ class Scheduler:
         if held != self.is_active:
             log.info("scheduler %s", "active" if held else "standing by")
             if held:  # a fresh start: whatever the last holder planned is re-read
-                self._seen_count, self._seen_newest = -1, None
+                self._fresh_start = True
         self.is_active = held
         self.metrics.scheduler_active.set(1 if held else 0)
 
-    async def _refresh(self) -> None:
-        async with self.sessions() as session:
-            count, newest = (
-                await session.execute(select(func.count(), func.max(Website.updated_at)))
-            ).one()
-            quiet = time.monotonic() - self._last_change > CHANGE_MARGIN.total_seconds()
-            # After a change, look again for a while: a transaction that committed late
-            # carries an updated_at older than the newest already seen.
-            if count == self._seen_count and newest == self._seen_newest and quiet:
-                return
-            query = select(*_PLAN_COLUMNS)
-            if self._seen_newest is not None:
-                query = query.where(Website.updated_at >= self._seen_newest - CHANGE_MARGIN)
-            rows = await session.stream(query.execution_options(yield_per=self.options.load_chunk))
-            async for chunk in rows.partitions():
-                self._apply_changes(chunk)
-            gone: list[uuid.UUID] = []
-            if count != len(self.plans) + len(self._paused):
-                # Some were deleted, or committed so late that the query above missed them:
-                # find which, so that the counts agree again.
-                existing = set(await session.scalars(select(Website.id)))
-                gone = [website_id for website_id in self.plans if website_id not in existing]
-                self._paused &= existing
-                missed = list(existing.difference(self.plans, self._paused))
-                for start in range(0, len(missed), self.options.load_chunk):
-                    ids = missed[start : start + self.options.load_chunk]
-                    late = await session.execute(select(*_PLAN_COLUMNS).where(Website.id.in_(ids)))
-                    self._apply_changes(list(late))
-        for website_id in gone:
-            del self.plans[website_id]
-        if gone:  # their marks would otherwise stay in the pending hash for good
-            await self.pending.release(gone)
-        if (count, newest) != (self._seen_count, self._seen_newest):
-            self._last_change = time.monotonic()
-        self._seen_count, self._seen_newest = count, newest
-
-    def _apply_changes(self, changed: Sequence[Any]) -> None:
-        now_ms = int(time.time() * 1000)
-        for website in changed:
-            if website.paused:
-                self.plans.pop(website.id, None)
-                self._paused.add(website.id)
-                continue
-            self._paused.discard(website.id)
-            settings = self._shared_settings(website)
-            plan = self.plans.get(website.id)
-            if plan is not None and plan.settings.interval_seconds == settings.interval_seconds:
-                plan.url, plan.settings = website.url, settings  # keeps its slot
-                continue
-            due = next_due_ms(website.id, settings.interval_seconds, now_ms)
-            self.plans[website.id] = _Plan(website.id, website.url, settings, due)
-            heapq.heappush(self._heap, (due, website.id))
-
-    def _shared_settings(self, website: Any) -> _CheckSettings:
-        key = (
-            website.method,
-            website.timeout_ms,
-            website.expected_status,
-            website.keyword,
-            website.confirmations,
-            website.recovery_confirmations,
-            website.interval_seconds,
-        )
-        settings = self._settings.get(key)
-        if settings is None:
-            # Held weakly (the key is a plain tuple, not the settings): settings that no
-            # plan uses any more are forgotten.
-            settings = self._settings[key] = _CheckSettings(*key)
-        return settings
-
     async def _enqueue_due(self) -> None:
         now_ms = int(time.time() * 1000)
-        due: list[tuple[CheckJob, int]] = []
-        while self._heap and self._heap[0][0] <= now_ms and len(due) < self.options.max_batch:
-            due_ms, website_id = heapq.heappop(self._heap)
-            plan = self.plans.get(website_id)
-            if plan is None or plan.due_ms != due_ms:
-                continue  # deleted, paused, or rescheduled since
-            due.append((plan.job(due_ms), due_ms))
-            plan.due_ms = next_due_ms(website_id, plan.settings.interval_seconds, now_ms)
-            heapq.heappush(self._heap, (plan.due_ms, website_id))
-        if due:
-            await self._publish(due, now_ms)
+        due = self.book.pop_due(now_ms, self.options.max_batch)
+        if not due:
+            return
+        if self._outage is not None:
+            # Nothing is enqueued that the workers could not record: the slot passes.
+            self._outage.slots_skipped += len(due)
+            return
+        await self._publish([(plan.job(due_ms), due_ms) for plan, due_ms in due], now_ms)
 
     async def _publish(self, due: list[tuple[CheckJob, int]], now_ms: int) -> None:
         marks = await self.pending.mark(
@@ -299,6 +196,78 @@ class Scheduler:
                 await self.pending.release([job.website_id for job, _ in ready])
             raise
         self.metrics.enqueued.inc(len(ready))
+
+    # --- keeping the book equal to the database -----------------------------------------
+
+    async def _keep_in_sync(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = 0.0
+        while not stop.is_set():
+            if not self.is_active:
+                await sleep_unless_stopped(stop, TICK_SECONDS)
+                continue
+            if self._fresh_start:
+                self.book.clear()
+                self._fresh_start, next_reconcile = False, 0.0
+            started = loop.time()
+            # While the database is down, the cheap poll tells when it answers again; the
+            # reconcile follows at once.
+            reconcile = started >= next_reconcile and self._outage is None
+            try:
+                async with self.sessions() as session:
+                    book = self.book
+                    gone = await (book.reconcile(session) if reconcile else book.poll(session))
+            except DATABASE_OUTAGES as exc:
+                delay = self._note_database_outage(exc)
+                await sleep_unless_stopped(stop, delay)
+                continue
+            if reconcile:
+                next_reconcile = started + self.options.reconcile_seconds
+            elif self._outage is not None:
+                self._note_database_answers()
+                next_reconcile = 0.0
+            await self._release_marks_of(gone)
+            await sleep_unless_stopped(stop, self.options.poll_seconds)
+
+    def _note_database_outage(self, error: Exception) -> float:
+        """Pause enqueuing until the database answers (logged once per outage); returns how
+        long to wait before trying it again."""
+        if self._outage is None:
+            self._outage = _Outage()
+            log.warning(
+                "database not answering; enqueuing paused until it does",
+                extra={"error": _first_line(error)},
+            )
+        return self._outage.next_delay(self.options.outage_retry_max_seconds)
+
+    def _note_database_answers(self) -> None:
+        outage, self._outage = self._outage, None
+        if outage is not None:
+            log.info(
+                "database answering again; enqueuing resumed at each monitor's next slot",
+                extra={
+                    "outage_s": round(time.monotonic() - outage.since, 1),
+                    "slots_skipped": outage.slots_skipped,
+                },
+            )
+
+    async def _release_marks_of(self, gone: list[uuid.UUID]) -> None:
+        """Release the pending marks of deleted monitors (they would otherwise stay in the
+        hash for good); kept for the next round while the queue is unreachable."""
+        self._unreleased += gone
+        if not self._unreleased:
+            return
+        try:
+            await self.pending.release(self._unreleased)
+        except QueueUnavailable:
+            return
+        self._unreleased = []
+
+
+def _first_line(error: Exception) -> str:
+    # SQLAlchemy appends the statement and a link on further lines: the first says it all.
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _stale_after_ms(job: CheckJob) -> int:
