@@ -142,7 +142,14 @@ async def test_a_batch_writes_one_check_row_per_job_and_moves_each_monitor_forwa
         assert moved.latest_response_time_ms == row.response_time_ms
         assert moved.current_status == row.status  # the first observation sets it
         assert moved.status_changed_at is None
-    assert await setup.changes() == []  # ... without a status change
+    # ... the first UP without a status change; the first DOWN confirmed (confirmations 1)
+    # is a change from UP, presumed until then, as any other DOWN.
+    [first_down] = await setup.changes()
+    assert (first_down.website_id, first_down.prev_status, first_down.current_status) == (
+        down.id,
+        Status.UP,
+        Status.DOWN,
+    )
     assert (await setup.backend.states.get(down.id)) == MonitorState(
         status=Status.DOWN, consecutive_failures=1, last_applied_ms=at_ms(down_row.created_at)
     )

@@ -13,7 +13,13 @@ import pytest
 from redis.asyncio import Redis
 
 from runstate.domain.events import StatusChange, status_change_event_id, time_from_ms
-from runstate.domain.status import MonitorState, Observation, Status, apply_observation
+from runstate.domain.status import (
+    MonitorState,
+    Observation,
+    Status,
+    apply_observation,
+    rebuilt_state,
+)
 from runstate.queue import keys
 from runstate.queue.backend import QueueBackend, open_backend
 from runstate.queue.base import (
@@ -347,12 +353,41 @@ class Case:
 
 A, C, S = ApplyOutcome.APPLIED, ApplyOutcome.CHANGED, ApplyOutcome.STALE
 CASES = {
-    "first observation sets the status without an event": Case(
+    "a first up sets the status without an event": Case(
         MonitorState(),
-        [seen(DOWN, 1, confirmations=3)],
+        [seen(UP, 1, recovery=3)],
         [A],
         [],
+        MonitorState(UP, 0, 1, T + 1000),
+    ),
+    "a first down with confirmations 1 is a change from presumed up": Case(
+        MonitorState(),
+        [seen(DOWN, 1)],
+        [C],
+        [(UP, DOWN, 1)],
         MonitorState(DOWN, 1, 0, T + 1000),
+    ),
+    "the first three downs with confirmations 3 change on the third": Case(
+        MonitorState(),
+        [seen(DOWN, s, confirmations=3) for s in (1, 2, 3, 4)],
+        [A, A, C, A],
+        [(UP, DOWN, 3)],
+        MonitorState(DOWN, 4, 0, T + 4000),
+    ),
+    "an unconfirmed first down leaves the status unknown until an up sets it": Case(
+        MonitorState(),
+        [seen(DOWN, 1, confirmations=3), seen(DOWN, 2, confirmations=3), seen(UP, 3)]
+        + [seen(DOWN, s, confirmations=3) for s in (4, 5)],
+        [A, A, A, A, A],
+        [],
+        MonitorState(UP, 2, 0, T + 5000),
+    ),
+    "a state seeded with a status but no time is unknown": Case(
+        MonitorState(DOWN, 0, 0, 0),
+        [seen(DOWN, 1, confirmations=2), seen(DOWN, 2, confirmations=2)],
+        [A, C],
+        [(UP, DOWN, 2)],
+        MonitorState(DOWN, 2, 0, T + 2000),
     ),
     "down only on the third failure with confirmations 3": Case(
         MonitorState(UP, 0, 5, T),
@@ -399,7 +434,7 @@ def run_rule(
     case: Case,
 ) -> tuple[list[ApplyOutcome], list[tuple[Status, Status, int]], MonitorState]:
     """The case through `domain.status.apply_observation` alone."""
-    state = case.initial
+    state = rebuilt_state(case.initial)  # as the stores seed it
     outcomes: list[ApplyOutcome] = []
     changes: list[tuple[Status, Status, int]] = []
     for observation in case.observations:

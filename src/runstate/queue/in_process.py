@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runstate.domain.events import StatusChange, time_from_ms
-from runstate.domain.status import MonitorState, Observation, apply_observation
+from runstate.domain.status import MonitorState, Observation, apply_observation, rebuilt_state
 from runstate.queue import keys
 from runstate.queue.base import (
     ApplyOutcome,
@@ -303,8 +303,9 @@ class InProcessBroker:
         return ApplyOutcome.CHANGED
 
     async def seed(self, website_id: uuid.UUID, state: MonitorState) -> None:
+        """Sets `domain.status.rebuilt_state` of ``state``, unless a state exists."""
         if self._live_state(website_id) is None:
-            self._store_state(website_id, state)
+            self._store_state(website_id, rebuilt_state(state))
 
     async def get(self, website_id: uuid.UUID) -> MonitorState | None:
         return self._live_state(website_id)

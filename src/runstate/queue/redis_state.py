@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from runstate.domain.events import format_ms
-from runstate.domain.status import MonitorState, Status
+from runstate.domain.status import PRESUMED_STATUS, MonitorState, Status, rebuilt_state
 from runstate.queue import keys
 from runstate.queue.base import ApplyOutcome, DueCheck, ObservedCheck
 from runstate.queue.redis_streams import text, translate_errors
@@ -20,38 +20,40 @@ from runstate.queue.redis_streams import text, translate_errors
 __all__ = ["RedisLease", "RedisMonitorStates", "RedisPendingChecks"]
 
 # domain.status.apply_observation, inside Redis, plus the status-change event. The state is
-# a hash (status is "" while unknown, as seeded from a database that had none).
+# a hash (status is "" while unknown, as seeded from a database that had none); a monitor
+# whose status is unknown is presumed up (domain.status.PRESUMED_STATUS): its first up sets
+# the status silently, its first confirmed failures emit up -> down.
 # KEYS: state, status-change stream.
 # ARGV: at_ms, observed status, confirmations, recovery_confirmations, ttl seconds,
-#       event_id, website_id, region_id, occurred_at.
+#       event_id, website_id, region_id, occurred_at, presumed status.
 # at_ms is written back as the string it came as: Lua would format a large number as 1e+12.
 _APPLY = """
 local state = redis.call('HMGET', KEYS[1], 'status', 'consecutive_failures',
                          'consecutive_successes', 'last_applied_ms')
 if not state[4] then return 'needs_seed' end
 if tonumber(ARGV[1]) <= tonumber(state[4]) then return 'stale' end
-local seen, previous = ARGV[2], state[1] or ''
+local seen, status = ARGV[2], state[1] or ''
+local presumed = status
+if presumed == '' then presumed = ARGV[10] end
 local failures, successes = 0, 0
 if seen == 'down' then
   failures = tonumber(state[2]) + 1
 else
   successes = tonumber(state[3]) + 1
 end
-local status, changed = previous, false
-if previous == '' then
+local changed = false
+if seen == presumed then
   status = seen
-elseif seen ~= previous then
-  if (seen == 'down' and failures >= tonumber(ARGV[3]))
-      or (seen == 'up' and successes >= tonumber(ARGV[4])) then
-    status, changed = seen, true
-  end
+elseif (seen == 'down' and failures >= tonumber(ARGV[3]))
+    or (seen == 'up' and successes >= tonumber(ARGV[4])) then
+  status, changed = seen, true
 end
 redis.call('HSET', KEYS[1], 'status', status, 'consecutive_failures', failures,
            'consecutive_successes', successes, 'last_applied_ms', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if not changed then return 'applied' end
 redis.call('XADD', KEYS[2], '*', 'event_id', ARGV[6], 'website_id', ARGV[7],
-           'region_id', ARGV[8], 'prev_status', previous, 'current_status', status,
+           'region_id', ARGV[8], 'prev_status', presumed, 'current_status', status,
            'occurred_at', ARGV[9])
 return 'changed'
 """
@@ -141,6 +143,7 @@ class RedisMonitorStates:
                             str(check.website_id),
                             check.region_id,
                             format_ms(seen.at_ms),
+                            PRESUMED_STATUS.value,
                         ],
                         client=pipe,
                     )
@@ -148,7 +151,9 @@ class RedisMonitorStates:
         return [ApplyOutcome(text(outcome)) for outcome in outcomes]
 
     async def seed(self, website_id: uuid.UUID, state: MonitorState) -> None:
+        """Sets `domain.status.rebuilt_state` of ``state``, unless a state exists."""
         key = keys.monitor_state_key(str(website_id))
+        state = rebuilt_state(state)
         with translate_errors():
             await self._seed(
                 keys=[key], args=[keys.MONITOR_STATE_TTL_SECONDS, *_state_fields(state)]
