@@ -1,4 +1,4 @@
-"""Rate limiting for the authentication endpoints (signin, signup, refresh).
+"""Rate limiting for the API: sign-ins, signups, token refreshes, monitor creation.
 
 The API asks ``await limiter.hit(key, limit=..., window_seconds=...)`` once per request, with a
 key that names both what is limited and for whom (say ``"signin:ip:203.0.113.7"`` or
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -48,7 +49,32 @@ from runstate.queue.keys import RATE_LIMIT_PREFIX
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Decision", "InProcessRateLimiter", "RateLimiter", "RedisRateLimiter"]
+__all__ = [
+    "Decision",
+    "InProcessRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "address_bucket",
+]
+
+# One IPv6 client normally holds a whole /64 (SLAAC, privacy addresses), so it is counted as
+# one: keyed by full address, a /64 would give it 2**64 buckets.
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_bucket(host: str) -> str:
+    """The part of a client address that names one client for a per-IP limit: an IPv4
+    address whole (IPv4-mapped IPv6 included), an IPv6 address by its /64, as
+    ``"2001:db8:1:2::/64"``. Anything that is not an IP address is returned unchanged."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
 
 
 @dataclass(frozen=True, slots=True)

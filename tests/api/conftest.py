@@ -21,6 +21,8 @@ def api_settings(database_url: str, data_dir: Path, **overrides: object) -> Sett
         # High enough that the suite never trips them; the rate-limit tests set their own.
         "AUTH_RATE_LIMIT_PER_IP": 100_000,
         "AUTH_RATE_LIMIT_PER_ACCOUNT": 100_000,
+        "REFRESH_RATE_LIMIT": 100_000,
+        "MONITOR_CREATE_RATE_LIMIT": 100_000,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from runstate import __version__
+from runstate.api.body_limit import BodyLimitMiddleware
 from runstate.api.envelope import install_error_handlers
 from runstate.api.metrics import HttpMetrics, MetricsMiddleware
 from runstate.api.routes import admin, auth, channels, health, websites
@@ -74,6 +75,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.state.settings = settings
     app.state.metrics_registry = registry or CollectorRegistry()
     install_error_handlers(app)
+    # Added first, so it runs inside the metrics middleware: refusals are counted too.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(app.state.metrics_registry))
 
     for module in (auth, admin, websites, channels, health):

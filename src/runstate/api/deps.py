@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from runstate.api.envelope import ApiError
 from runstate.api.state import ApiState
 from runstate.auth.tokens import InvalidToken
+from runstate.ratelimit import address_bucket
 from runstate.storage.tables import User
 
 RATE_LIMIT_WINDOW_SECONDS = 60
@@ -74,13 +75,24 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def client_bucket(request: Request) -> str:
+    """The client as per-IP limits count it: an IPv4 address, or an IPv6 address's /64."""
+    return address_bucket(client_ip(request))
+
+
 def account_key(email: str) -> str:
     """A rate-limit key for an account that keeps the e-mail itself out of Redis."""
     return hashlib.sha256(email.encode()).hexdigest()[:32]
 
 
-async def enforce_rate_limits(state: ApiState, *buckets: tuple[str, int]) -> None:
-    """Count one attempt in every (key, limit-per-minute) bucket; 429 when any is full."""
+TOO_MANY_ATTEMPTS = "too many attempts; try again later"
+
+
+async def enforce_rate_limits(
+    state: ApiState, *buckets: tuple[str, int], refusal: str = TOO_MANY_ATTEMPTS
+) -> None:
+    """Count one attempt in every (key, limit-per-minute) bucket; 429 with ``refusal`` and
+    `Retry-After` when any is full."""
     retry_after = 0
     for key, limit in buckets:
         decision = await state.limiter.hit(
@@ -89,14 +101,22 @@ async def enforce_rate_limits(state: ApiState, *buckets: tuple[str, int]) -> Non
         if not decision.allowed:
             retry_after = max(retry_after, decision.retry_after)
     if retry_after:
-        raise ApiError(429, "too many attempts; try again later", {"Retry-After": str(retry_after)})
+        raise ApiError(429, refusal, {"Retry-After": str(retry_after)})
 
 
-async def limit_by_ip_and_account(state: ApiState, action: str, ip: str, email: str) -> None:
-    """Count one ``action`` (signin, signup) for the client IP and for the account."""
-    settings = state.settings
+async def limit_by_ip(state: ApiState, action: str, request: Request) -> None:
+    """Count one ``action`` (signin, signup) for the client's address (AUTH_RATE_LIMIT_PER_IP)."""
+    bucket = f"{action}:ip:{client_bucket(request)}"
+    await enforce_rate_limits(state, (bucket, state.settings.AUTH_RATE_LIMIT_PER_IP))
+
+
+async def count_failed_signin(state: ApiState, email: str) -> None:
+    """Count a failed sign-in against the account; 429 once it has had
+    AUTH_RATE_LIMIT_PER_ACCOUNT of them this minute. Only failures are counted, and only
+    after the password was checked, so a correct password is never refused by this limit
+    and nobody can lock another person out."""
     await enforce_rate_limits(
         state,
-        (f"{action}:ip:{ip}", settings.AUTH_RATE_LIMIT_PER_IP),
-        (f"{action}:account:{account_key(email)}", settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
+        (f"signin-failed:account:{account_key(email)}", state.settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
+        refusal="too many failed sign-ins for this account; try again later",
     )

@@ -15,9 +15,10 @@ from runstate.api.deps import (
     CurrentUser,
     SessionDep,
     StateDep,
-    client_ip,
+    client_bucket,
+    count_failed_signin,
     enforce_rate_limits,
-    limit_by_ip_and_account,
+    limit_by_ip,
 )
 from runstate.api.envelope import ApiError, Envelope, ok
 from runstate.api.routes import API_PREFIX
@@ -45,7 +46,7 @@ async def signup(
 ) -> dict[str, Any]:
     email = body.email.lower()
     settings = state.settings
-    await limit_by_ip_and_account(state, "signup", client_ip(request), email)
+    await limit_by_ip(state, "signup", request)
     if not settings.SIGNUP_ENABLED:
         raise ApiError(403, "signup is disabled on this server (SIGNUP_ENABLED=false)")
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
@@ -86,11 +87,12 @@ async def signin(
     body: SigninRequest, request: Request, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     email = body.email.lower()
-    await limit_by_ip_and_account(state, "signin", client_ip(request), email)
+    await limit_by_ip(state, "signin", request)
     user = await session.scalar(select(User).where(User.email == email))
     # An unknown e-mail is verified against a dummy hash: same answer, same cost.
     matches, new_hash = await verify_and_rehash(user.password_hash if user else None, body.password)
     if user is None or not matches:
+        await count_failed_signin(state, email)
         raise ApiError(401, BAD_CREDENTIALS)
     if new_hash is not None:
         user.password_hash = new_hash
@@ -123,10 +125,8 @@ async def _claim(session: AsyncSession, token: RefreshToken) -> bool:
 async def refresh(
     body: RefreshRequest, request: Request, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
-    settings = state.settings
-    await enforce_rate_limits(
-        state, (f"refresh:ip:{client_ip(request)}", settings.AUTH_RATE_LIMIT_PER_IP)
-    )
+    limit = state.settings.REFRESH_RATE_LIMIT
+    await enforce_rate_limits(state, (f"refresh:ip:{client_bucket(request)}", limit))
     token = await session.scalar(
         select(RefreshToken).where(
             RefreshToken.token_hash == refresh_token_hash(body.refresh_token)
@@ -134,9 +134,8 @@ async def refresh(
     )
     if token is None or token.expires_at <= datetime.now(UTC):
         raise ApiError(401, BAD_REFRESH_TOKEN)
-    await enforce_rate_limits(
-        state, (f"refresh:account:{token.user_id}", settings.AUTH_RATE_LIMIT_PER_ACCOUNT)
-    )
+    # Counted before the token is used: a refused refresh leaves it valid for a later try.
+    await enforce_rate_limits(state, (f"refresh:family:{token.family_id}", limit))
     if token.revoked_at is not None or not await _claim(session, token):
         # A rotated token came back: it was stolen, or the legitimate client lost a race
         # with a thief. Either way every token of this sign-in dies.

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from runstate.api.deps import CurrentUser, SessionDep, StateDep
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
+from runstate.api.quotas import ensure_channel_room
 from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import (
     ChannelCreate,
@@ -68,6 +69,8 @@ async def create_channel(
     body: ChannelCreate, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     target = await _normalised_target(body, state.settings)
+    # From here to the commit the account is held (quotas.py): no lookups past this point.
+    await ensure_channel_room(session, user, state.settings.MAX_CHANNELS_PER_USER)
     duplicate = await session.scalar(
         select(AlertChannel.id).where(
             AlertChannel.user_id == user.id,

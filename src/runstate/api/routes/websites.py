@@ -11,8 +11,9 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runstate.api.deps import CurrentUser, SessionDep, StateDep
+from runstate.api.deps import CurrentUser, SessionDep, StateDep, enforce_rate_limits
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
+from runstate.api.quotas import ensure_monitor_room
 from runstate.api.routes import API_PREFIX
 from runstate.api.schemas import (
     NULLABLE_WEBSITE_FIELDS,
@@ -33,6 +34,7 @@ from runstate.api.schemas import (
 )
 from runstate.api.state import ApiState
 from runstate.netguard import TargetNotAllowed, check_url_target
+from runstate.storage import deletion
 from runstate.storage.tables import Incident, NotificationLog, User, Website, WebsiteCheck
 
 router = APIRouter(prefix=f"{API_PREFIX}/websites", tags=["websites"])
@@ -88,12 +90,26 @@ async def _commit_or_conflict(session: AsyncSession) -> None:
         raise ApiError(409, DUPLICATE_URL) from None
 
 
+async def _limit_creation_rate(state: ApiState, user: User) -> None:
+    limit = state.settings.MONITOR_CREATE_RATE_LIMIT
+    await enforce_rate_limits(
+        state,
+        (f"monitor-create:user:{user.id}", limit),
+        refusal=f"too many monitors created; at most {limit} a minute (MONITOR_CREATE_RATE_LIMIT)",
+    )
+
+
 @router.post("", status_code=201, response_model=Envelope[WebsitePublic])
 async def create_website(
     body: WebsiteCreate, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
+    # Every attempt counts, before the target's name is resolved: the limit also bounds the
+    # lookups one account can make the service do.
+    await _limit_creation_rate(state, user)
     _check_timing(state, body.interval_seconds, body.timeout_ms)
     await _check_target(state, body.url)
+    # From here to the commit the account is held (quotas.py): no lookups past this point.
+    await ensure_monitor_room(session, user, state.settings.MAX_MONITORS_PER_USER)
     await _ensure_url_free(session, user.id, body.url)
     website = Website(user_id=user.id, **body.model_dump())
     session.add(website)
@@ -158,11 +174,13 @@ async def update_website(
 
 @router.delete("/{website_id}", response_model=Envelope[Deleted])
 async def delete_website(
-    website_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    website_id: uuid.UUID, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
-    website = await owned_website(session, website_id, user)
-    await session.delete(website)
-    await session.commit()
+    """Delete the monitor with its history, in batches of DELETE_BATCH_ROWS rows (see
+    storage/deletion.py); when the answer comes, the monitor and its history are gone."""
+    await owned_website(session, website_id, user)
+    await session.close()  # the deletion commits batch by batch on connections of its own
+    await deletion.delete_website(state.engine, website_id, state.settings.DELETE_BATCH_ROWS)
     return ok(Deleted(id=website_id), "website deleted")
 
 

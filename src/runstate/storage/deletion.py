@@ -1,0 +1,122 @@
+"""Deleting a monitor, or an account, with its history in bounded batches.
+
+A monitor gathers a row per check (a year at 30 s is a million rows), its incidents and its
+alert deliveries. Deleting its `websites` row alone would let ON DELETE CASCADE remove all of
+them in one statement and one transaction: on SQLite that holds the database's only write
+lock, and so stalls every worker's writes, for as long as it takes; on PostgreSQL it is one
+long transaction with all of its row locks and a burst of WAL.
+
+So the history goes first, at most ``batch_rows`` rows per statement, each statement in a
+transaction of its own; the owning row goes last, and its cascade takes only the few rows the
+pipeline wrote meanwhile (a check that was in flight). Until that last statement the monitor
+is what it was, still listed and still checked: a deletion cut short (a restart, a database
+outage) leaves the monitor with part of its history, and deleting it again finishes the job.
+
+Only the functions here begin and commit transactions: they take the engine, not a session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from sqlalchemy import ColumnElement, Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runstate.storage.tables import (
+    AlertChannel,
+    Base,
+    Incident,
+    NotificationLog,
+    RefreshToken,
+    User,
+    Website,
+    WebsiteCheck,
+)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_websites = _table(Website)
+_users = _table(User)
+_refresh_tokens = _table(RefreshToken)
+_alert_channels = _table(AlertChannel)
+
+# A monitor's history, in the order it is deleted: deliveries before the incidents they
+# belong to (which would otherwise cascade to them), then the checks.
+WEBSITE_HISTORY = (_table(NotificationLog), _table(Incident), _table(WebsiteCheck))
+
+
+async def delete_in_batches(
+    engine: AsyncEngine, table: Table, where: ColumnElement[bool], batch_rows: int
+) -> int:
+    """Delete the rows of ``table`` matching ``where``, at most ``batch_rows`` per statement,
+    each statement committed on its own; returns how many were deleted.
+
+    Ends at the first statement that deletes fewer than ``batch_rows`` rows: rows that match
+    only after that (written meanwhile) stay.
+    """
+    (key,) = table.primary_key.columns
+    statement = delete(table).where(key.in_(select(key).where(where).limit(batch_rows)))
+    total = 0
+    while True:
+        async with engine.begin() as connection:
+            deleted = (await connection.execute(statement)).rowcount
+        total += deleted
+        if deleted < batch_rows:
+            return total
+
+
+async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows: int) -> bool:
+    """Delete the monitor's deliveries, incidents and checks in batches, then the monitor.
+
+    Returns False when there was no such monitor (any more) by the time of the last step.
+    """
+    for table in WEBSITE_HISTORY:
+        await delete_in_batches(engine, table, table.c.website_id == website_id, batch_rows)
+    async with engine.begin() as connection:
+        result = await connection.execute(delete(_websites).where(_websites.c.id == website_id))
+    return result.rowcount == 1
+
+
+async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) -> bool:
+    """Delete the account with everything it owns, in batches: its refresh tokens first (no
+    sign-in of it can be renewed from then on), then each monitor as :func:`delete_website`
+    does, its channels, and last the account, whose cascade takes what it made meanwhile.
+
+    Returns False when there was no such account (any more) by the time of the last step.
+    """
+    await delete_in_batches(
+        engine, _refresh_tokens, _refresh_tokens.c.user_id == user_id, batch_rows
+    )
+    async for website_id in _website_ids(engine, user_id, batch_rows):
+        await delete_website(engine, website_id, batch_rows)
+    await delete_in_batches(
+        engine, _alert_channels, _alert_channels.c.user_id == user_id, batch_rows
+    )
+    async with engine.begin() as connection:
+        result = await connection.execute(delete(_users).where(_users.c.id == user_id))
+    return result.rowcount == 1
+
+
+async def _website_ids(
+    engine: AsyncEngine, user_id: uuid.UUID, page_rows: int
+) -> AsyncIterator[uuid.UUID]:
+    """The ids of the account's monitors, read a page at a time in id order, so that the
+    walk ends even while monitors are being added (those land in the final cascade)."""
+    after: uuid.UUID | None = None
+    while True:
+        query = select(_websites.c.id).where(_websites.c.user_id == user_id)
+        if after is not None:
+            query = query.where(_websites.c.id > after)
+        async with engine.connect() as connection:
+            page = list(await connection.scalars(query.order_by(_websites.c.id).limit(page_rows)))
+        for website_id in page:
+            yield website_id
+        if len(page) < page_rows:
+            return
+        after = page[-1]
