@@ -8,10 +8,12 @@ It also:
 
 - reclaims entries left pending by a consumer that died (idle longer than `reclaim_idle`),
   while keeping its own slow entries claimed (`touch`) so nobody steals live work;
-- sends an entry delivered more than `max_deliveries` times to the dead-letter stream, with
-  the reason, instead of failing on it forever;
+- tells the failures of an entry apart from outages of runstate's own dependencies
+  (`runstate.outages`): an outage is waited out in place, the entry still claimed, and never
+  counts; an entry whose handling failed `max_deliveries` times on the entry itself goes to
+  the dead-letter stream, with the reason, after what it holds is released (`release`);
 - survives the queue losing everything (the group is recreated) or being unreachable
-  (exponential backoff with jitter, no hot loop);
+  (exponential backoff with jitter up to `outage_retry_max_seconds`, no hot loop);
 - on stop, reads nothing more and gives in-flight work `shutdown_timeout` to finish; what
   does not finish stays pending and is reclaimed by another consumer.
 """
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from runstate.flow import Slots, as_settled
+from runstate.outages import OutageRetry, describe, is_outage
 from runstate.queue.base import Entry, GroupMissing, QueueUnavailable, StreamQueue
 from runstate.runtime import sleep_unless_stopped
 
@@ -38,7 +41,12 @@ log = logging.getLogger(__name__)
 
 class Verdict(Enum):
     DONE = "done"  # effects are durable: acknowledge
-    RETRY = "retry"  # leave pending: delivered again after `reclaim_idle`
+    # Failed on the entry itself: left pending, delivered again after `reclaim_idle`, and
+    # dead-lettered once it has failed `max_deliveries` times.
+    RETRY = "retry"
+    # A dependency (database, Redis, network) was down: left pending, delivered again after
+    # `reclaim_idle`, and not counted as a failure of the entry.
+    OUTAGE = "outage"
     DEAD = "dead"  # cannot ever succeed: dead-letter, then acknowledge
 
 
@@ -56,6 +64,9 @@ Outcomes = dict[str, Outcome]
 # an entry the handler never gives a verdict for is retried.
 BatchHandler = Callable[[Sequence[Entry]], AsyncGenerator[Outcomes, None]]
 EntryHandler = Callable[[Entry], Awaitable[None]]
+# Releases what entries hold outside the stream (a monitoring entry's pending mark), for
+# entries about to be dead-lettered and acknowledged.
+Release = Callable[[Sequence[Entry]], Awaitable[None]]
 
 
 class PermanentFailure(Exception):
@@ -63,32 +74,49 @@ class PermanentFailure(Exception):
     nothing); the entry is dead-lettered with this message as the reason."""
 
 
-def each_entry(handle: EntryHandler, concurrency: int) -> BatchHandler:
+def each_entry(
+    handle: EntryHandler, concurrency: int, outages: OutageRetry | None = None
+) -> EachEntry:
     """A batch handler that runs ``handle`` for every entry, at most ``concurrency`` at once,
-    judging each on its own: one failing or slow entry does not hold back the others."""
-    slots = asyncio.Semaphore(concurrency)
+    judging each on its own: one failing or slow entry does not hold back the others.
 
-    async def judge(entry: Entry) -> Outcome:
-        async with slots:
+    A handler failing because a dependency is down (`runstate.outages.is_outage`) is run
+    again in place by ``outages``, with capped backoff, for as long as the outage lasts: its
+    entry stays claimed (the consumer keeps touching it), is never redelivered for it, and
+    the failure never counts toward `max_deliveries`. Handlers just raise. Without
+    ``outages``, the consumer that runs the handler gives it one with its own
+    `outage_retry_max_seconds`."""
+    return EachEntry(handle, asyncio.Semaphore(concurrency), outages)
+
+
+@dataclass
+class EachEntry:
+    """The batch handler :func:`each_entry` makes."""
+
+    handle: EntryHandler
+    slots: asyncio.Semaphore
+    outages: OutageRetry | None = None
+
+    async def __call__(self, entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
+        judged = {entry.id: self._judge(entry) for entry in entries}
+        async with aclosing(as_settled(judged)) as settled:
+            async for outcomes in settled:
+                yield outcomes
+
+    async def _judge(self, entry: Entry) -> Outcome:
+        retry = self.outages = self.outages or OutageRetry("entry handler")
+        async with self.slots:
             try:
-                await handle(entry)
+                await retry.run(lambda: self.handle(entry))
             except PermanentFailure as exc:
                 return Outcome(Verdict.DEAD, str(exc))
             except Exception as exc:
                 log.warning(
                     "entry failed; it will be retried",
-                    extra={"entry_id": entry.id, "error": f"{type(exc).__name__}: {exc}"},
+                    extra={"entry_id": entry.id, "error": describe(exc)},
                 )
-                return Outcome(Verdict.RETRY, str(exc))
+                return Outcome(Verdict.RETRY, describe(exc))
             return DONE
-
-    async def handle_batch(entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
-        judged = {entry.id: judge(entry) for entry in entries}
-        async with aclosing(as_settled(judged)) as settled:
-            async for outcomes in settled:
-                yield outcomes
-
-    return handle_batch
 
 
 def consumer_name(kind: str) -> str:
@@ -102,9 +130,10 @@ class ConsumerOptions:
     max_in_flight: int = 400  # entries read and not yet settled (unless given `slots`)
     block_ms: int = 1000
     reclaim_idle_seconds: float = 30.0
-    max_deliveries: int = 5
+    max_deliveries: int = 5  # failures of the entry itself before it is dead-lettered
     shutdown_timeout_seconds: float = 10.0
     trim_every_seconds: float = 10.0
+    outage_retry_max_seconds: float = 10.0  # the longest pause while the queue is down
 
 
 @dataclass
@@ -113,7 +142,8 @@ class ConsumerCounters:
     retried: int = 0
     dead_lettered: int = 0
     reclaimed: int = 0
-    outages: int = 0
+    outages: int = 0  # outages of the queue seen by the consume loop
+    outage_retries: int = 0  # entries left pending because a dependency was down
 
 
 @dataclass
@@ -127,8 +157,16 @@ class Consumer:
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     counters: ConsumerCounters = field(default_factory=ConsumerCounters)
     on_dead_letter: Callable[[Entry, str], None] | None = None
+    # Releases what dead-lettered entries hold, before they are acknowledged.
+    release: Release | None = None
     # The read-ahead; a handler that lends slots back while entries wait shares its own.
     slots: Slots | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.handler, EachEntry) and self.handler.outages is None:
+            self.handler.outages = OutageRetry(
+                f"{self.stream} handler", self.options.outage_retry_max_seconds
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight work (bounded) and return."""
@@ -149,7 +187,7 @@ class Consumer:
         slots = self.slots = self.slots or Slots(self.options.max_in_flight)
         loop = asyncio.get_running_loop()
         next_reclaim = next_trim = 0.0
-        backoff = _Backoff()
+        backoff = _Backoff(cap=self.options.outage_retry_max_seconds)
         await self._ensure_group(stop, backoff)
         while not stop.is_set():
             # Read only as many entries as there are free slots: what is read is worked on
@@ -242,7 +280,8 @@ class Consumer:
                     log.exception(
                         "batch handler failed; entries will be retried", extra=self._where()
                     )
-                    failed = Outcome(Verdict.RETRY, str(exc))
+                    verdict = Verdict.OUTAGE if is_outage(exc) else Verdict.RETRY
+                    failed = Outcome(verdict, describe(exc))
                     await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, failed))
             # Entries the handler gave no verdict for are retried: never acknowledged unhandled.
             await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, _NO_VERDICT))
@@ -251,10 +290,13 @@ class Consumer:
             slots.give_back(len(unsettled))
 
     def _worn_out(self, entries: list[Entry]) -> Outcomes:
+        """Entries that failed `max_deliveries` times already (their dead-lettering was cut
+        short): dead without being handled again. Deliveries alone never make an entry
+        dead: a worker that died, or an outage, is no failure of the entry."""
         return {
-            e.id: Outcome(Verdict.DEAD, f"delivered {e.deliveries} times without success")
+            e.id: Outcome(Verdict.DEAD, f"failed {e.failures} times")
             for e in entries
-            if e.deliveries > self.options.max_deliveries
+            if e.failures >= self.options.max_deliveries
         }
 
     async def _settle_part(
@@ -267,7 +309,7 @@ class Consumer:
         try:
             await self._settle(part, outcomes)
         except (QueueUnavailable, GroupMissing) as exc:
-            log.warning("could not settle entries", extra={**self._where(), "error": str(exc)})
+            log.warning("could not settle entries", extra={**self._where(), "error": describe(exc)})
         except Exception:
             # Nobody awaits the batch's task: log here. The entries stay pending.
             log.exception("could not settle entries", extra=self._where())
@@ -287,18 +329,22 @@ class Consumer:
     async def _settle(self, entries: list[Entry], outcomes: Outcomes) -> None:
         if not entries:
             return
-        verdicts = {e.id: outcomes[e.id] for e in entries}
+        verdicts = await self._count_failures(entries, outcomes)
         dead = [e for e in entries if verdicts[e.id].verdict is Verdict.DEAD]
         if dead:
             await self.queue.publish(
                 self.dead_letter_stream,
                 [self._dead_letter(e, verdicts[e.id].reason or "") for e in dead],
             )
-        finished = [e.id for e in entries if verdicts[e.id].verdict is not Verdict.RETRY]
+            if self.release is not None:
+                await self.release(dead)
+        finished = [e.id for e in entries if verdicts[e.id].verdict in _FINISHED]
         if finished:
             await self.queue.ack(self.stream, self.group, finished)
-        self.counters.handled += sum(1 for o in verdicts.values() if o.verdict is Verdict.DONE)
-        self.counters.retried += sum(1 for o in verdicts.values() if o.verdict is Verdict.RETRY)
+        tally = [o.verdict for o in verdicts.values()]
+        self.counters.handled += tally.count(Verdict.DONE)
+        self.counters.retried += tally.count(Verdict.RETRY)
+        self.counters.outage_retries += tally.count(Verdict.OUTAGE)
         self.counters.dead_lettered += len(dead)
         for entry in dead:
             reason = verdicts[entry.id].reason or ""
@@ -313,6 +359,20 @@ class Consumer:
                     self.on_dead_letter(entry, reason)
                 except Exception:
                     log.exception("on_dead_letter failed", extra=self._where())
+
+    async def _count_failures(self, entries: list[Entry], outcomes: Outcomes) -> Outcomes:
+        """The verdicts, with a RETRY turned DEAD for an entry whose failure now counted is
+        its `max_deliveries`-th."""
+        verdicts = {e.id: outcomes[e.id] for e in entries}
+        failed = [e.id for e in entries if verdicts[e.id].verdict is Verdict.RETRY]
+        if not failed:
+            return verdicts
+        counts = await self.queue.record_failures(self.stream, self.group, failed)
+        for entry_id, count in zip(failed, counts, strict=True):
+            if count >= self.options.max_deliveries:
+                last = verdicts[entry_id].reason or "no reason given"
+                verdicts[entry_id] = Outcome(Verdict.DEAD, f"failed {count} times; last: {last}")
+        return verdicts
 
     def _dead_letter(self, entry: Entry, reason: str) -> dict[str, str]:
         return {
@@ -342,10 +402,11 @@ class Consumer:
 
 
 _NO_VERDICT = Outcome(Verdict.RETRY, "the handler gave no outcome for this entry")
+_FINISHED = (Verdict.DONE, Verdict.DEAD)
 
 
 class _Backoff:
-    """Exponential backoff with full jitter: 0.1 s doubling up to 10 s."""
+    """Exponential backoff with full jitter: 0.1 s doubling up to ``cap``."""
 
     def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
         self.base, self.cap, self.attempts = base, cap, 0

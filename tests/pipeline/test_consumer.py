@@ -415,16 +415,19 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries
         await until(lambda: len(noticed) == 1, timeout=10, what="dead-lettered")
         await until(lambda: _pending_is(queue, stream, 0), what="acknowledged")
         await asyncio.sleep(RETRYING.reclaim_idle_seconds * 2)  # and not looped any further
+    # Dead as soon as its max_deliveries-th failure is counted, with the last error.
     assert seen.calls == [(entry_id, d) for d in range(1, RETRYING.max_deliveries + 1)]
     [letter] = await dead_letters(queue, stream)
     reason = letter.fields["dead_letter_reason"]
-    assert reason.startswith(f"delivered {RETRYING.max_deliveries + 1} times")
+    assert reason == (
+        f"failed {RETRYING.max_deliveries} times; last: RuntimeError: target table missing"
+    )
     assert letter.fields["dead_letter_entry_id"] == entry_id
     assert letter.fields["dead_letter_stream"] == stream
-    assert letter.fields["dead_letter_deliveries"] == str(RETRYING.max_deliveries + 1)
+    assert letter.fields["dead_letter_deliveries"] == str(RETRYING.max_deliveries)
     assert letter.fields["n"] == "1"
     assert noticed == [(entry_id, reason)]
-    assert consumer.counters.retried == RETRYING.max_deliveries
+    assert consumer.counters.retried == RETRYING.max_deliveries - 1
     assert consumer.counters.dead_lettered == 1
 
 
@@ -865,3 +868,140 @@ async def test_acknowledged_entries_are_trimmed_and_pending_ones_are_kept(
         released_at = time.monotonic()
         await until(lambda: _length_is(queue, stream, 0), timeout=3, what="trimmed")
         assert time.monotonic() - released_at < FAST.trim_every_seconds + 1.0
+
+
+# -- outages are not failures -----------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def reach_the_database(port: int) -> None:
+    """What a handler meets while its database is down: a real refused connection."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+
+
+async def test_an_outage_longer_than_max_deliveries_is_waited_out_in_place_and_loses_nothing(
+    backend: QueueBackend, stream: str
+) -> None:
+    """The database down for longer than max_deliveries x reclaim_idle: the handler is run
+    again in place until it is back; the entry is never redelivered, never dead-lettered."""
+    queue = backend.queue
+    seen = Recorder()
+    port = closed_port()
+    outage_ends = time.monotonic() + RETRYING.max_deliveries * RETRYING.reclaim_idle_seconds + 1
+
+    async def handle(entry: Entry) -> None:
+        seen.calls.append((entry.id, entry.deliveries))
+        if time.monotonic() < outage_ends:
+            await reach_the_database(port)
+        seen.succeeded.append(entry.id)
+
+    options = replace(RETRYING, outage_retry_max_seconds=0.2)
+    consumer = make_consumer(queue, stream, each_entry(handle, 2), options=options)
+    async with running(consumer):
+        await queue.ensure_group(stream, GROUP)
+        [entry_id] = await publish(queue, stream, fields_of(1))
+        await until(lambda: seen.succeeded == [entry_id], timeout=15, what="handled after")
+        await until(lambda: _pending_is(queue, stream, 0), what="acknowledged")
+    assert len(seen.calls) > RETRYING.max_deliveries, "tried again and again in place"
+    assert {deliveries for _, deliveries in seen.calls} == {1}, "never redelivered"
+    assert await dead_letters(queue, stream) == []
+    assert consumer.counters.handled == 1
+    assert consumer.counters.retried == 0
+    assert consumer.counters.dead_lettered == 0
+
+
+async def test_an_entry_redelivered_by_dying_workers_is_not_dead_without_failing_itself(
+    backend: QueueBackend, twin: QueueBackend, stream: str
+) -> None:
+    """Deliveries alone never make an entry dead: workers that took it and died (here,
+    reclaimed by consumers that never settle) are no failure of the entry."""
+    queue = backend.queue
+    await queue.ensure_group(stream, GROUP)
+    [entry_id] = await publish(queue, stream, fields_of(1))
+    await twin.queue.read(stream, GROUP, "died-0", count=1, block_ms=0)
+    for n in range(RETRYING.max_deliveries + 1):
+        [taken] = await twin.queue.reclaim(stream, GROUP, f"died-{n + 1}", min_idle_ms=0, count=1)
+    assert taken.deliveries == RETRYING.max_deliveries + 2
+    handled: list[tuple[str, int]] = []
+
+    async def handle(entry: Entry) -> None:
+        handled.append((entry.id, entry.deliveries))
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 1), options=RETRYING)
+    async with running(consumer):
+        await until(lambda: _pending_is(queue, stream, 0), timeout=5, what="handled")
+    assert handled == [(entry_id, RETRYING.max_deliveries + 3)]
+    assert await dead_letters(queue, stream) == []
+    assert consumer.counters.dead_lettered == 0
+
+
+async def test_failures_count_across_consumers_and_one_failure_in_between_outages_counts_once(
+    backend: QueueBackend, twin: QueueBackend, stream: str
+) -> None:
+    """The count of an entry's own failures lives with the queue: a second consumer goes on
+    from where the first left off, and only failures of the entry itself count."""
+    seen: list[str] = []
+    port = closed_port()
+
+    def handler_for(name: str) -> BatchHandler:
+        async def handle(entry: Entry) -> None:
+            seen.append(name)
+            if len(seen) % 2:  # every other call meets an outage first
+                await reach_the_database(port)
+            raise RuntimeError(f"bad entry, seen by {name}")
+
+        return each_entry(handle, 1)
+
+    options = replace(RETRYING, outage_retry_max_seconds=0.1)
+    first = make_consumer(backend.queue, stream, handler_for("a"), name="a", options=options)
+    second = make_consumer(twin.queue, stream, handler_for("b"), name="b", options=options)
+    await backend.queue.ensure_group(stream, GROUP)
+    await publish(backend.queue, stream, fields_of(1))
+    async with running(first):
+        await until(lambda: first.counters.retried == 1, what="the first failure")
+    async with running(second):
+        await until(lambda: second.counters.dead_lettered == 1, timeout=10, what="dead")
+    [letter] = await dead_letters(backend.queue, stream)
+    last = "RuntimeError: bad entry, seen by b"
+    assert (
+        letter.fields["dead_letter_reason"]
+        == f"failed {options.max_deliveries} times; last: {last}"
+    )
+    assert first.counters.retried + second.counters.retried == options.max_deliveries - 1
+
+
+async def test_a_dead_lettered_entry_releases_what_it_holds_before_it_is_acknowledged(
+    backend: QueueBackend, stream: str
+) -> None:
+    queue = backend.queue
+    released: list[list[str]] = []
+    fail_release = True
+
+    async def release(entries: Sequence[Entry]) -> None:
+        released.append([e.id for e in entries])
+        if fail_release:
+            raise QueueUnavailable("Redis blinked")
+
+    async def handle(entry: Entry) -> None:
+        raise PermanentFailure("malformed")
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 1), options=RETRYING)
+    consumer.release = release
+    await queue.ensure_group(stream, GROUP)
+    [entry_id] = await publish(queue, stream, fields_of(1))
+    async with running(consumer):
+        await until(lambda: len(released) == 1, what="a release tried")
+        await asyncio.sleep(0.1)
+        assert await pending(queue, stream) == 1, "not acknowledged before its release"
+        fail_release = False
+        await until(lambda: _pending_is(queue, stream, 0), timeout=5, what="acknowledged")
+    assert released == [[entry_id], [entry_id]]

@@ -6,6 +6,12 @@ array per column), then applied to their monitors' states; a result that confirm
 emits the status-change event in the same atomic step (`MonitorStates.apply`). An entry is
 acknowledged only after all of that, and on its own: a crash at any point leaves it pending,
 and it is checked again; a check that hangs until its timeout holds back nothing but itself.
+
+While the database or Redis is down, each step of a group write is retried in place, with
+capped backoff, until it succeeds: the results wait in hand (their entries still claimed)
+instead of being checked again or dead-lettered. An entry that is dead-lettered all the same
+(malformed, or a check that keeps failing) releases its monitor's pending mark
+(`release_dead_letters`), so the monitor is checked again at its next due time.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from runstate.domain.status import MonitorState, Observation, Status
 from runstate.flow import Slots, as_settled
 from runstate.group_commit import GroupCommit
 from runstate.metrics import PipelineMetrics
+from runstate.outages import OutageRetry, describe
 from runstate.pipeline.destinations import PerDestinationLimit, destination_of
 from runstate.queue.base import (
     ApplyOutcome,
@@ -75,7 +82,9 @@ class MonitoringStage:
     running and results waiting for their write); ``read_ahead`` is that bound, shared with
     the consumer so that it reads only as many entries as there are free slots. At most
     ``per_destination`` checks run against one host at once. Results are written in groups
-    of up to ``flush_results``, or every ``flush_seconds``, whichever comes first."""
+    of up to ``flush_results``, or every ``flush_seconds``, whichever comes first; a step
+    of a group write that meets an outage is tried again, pausing up to
+    ``outage_retry_max_seconds``, until it succeeds."""
 
     sessions: async_sessionmaker[AsyncSession]
     states: MonitorStates
@@ -88,9 +97,11 @@ class MonitoringStage:
     per_destination: int = 20
     flush_results: int = 500
     flush_seconds: float = 0.05
+    outage_retry_max_seconds: float = 10.0
     read_ahead: Slots = field(init=False)
     _destinations: PerDestinationLimit = field(init=False)
     _results: GroupCommit[CheckedJob] = field(init=False)
+    _outages: OutageRetry = field(init=False)
 
     def __post_init__(self) -> None:
         self.read_ahead = Slots(self.concurrency)
@@ -100,6 +111,7 @@ class MonitoringStage:
         self._results = GroupCommit(
             self._record, max_items=self.flush_results, max_wait=self.flush_seconds
         )
+        self._outages = OutageRetry("check results", self.outage_retry_max_seconds)
 
     async def handle_batch(self, entries: Sequence[Entry]) -> AsyncGenerator[Outcomes, None]:
         """Yields each entry's outcome once its check is written and applied (those written
@@ -126,27 +138,46 @@ class MonitoringStage:
                 checked = await self._run(job)
         except Exception as exc:  # a bug: checks report a failing target as a DOWN result
             log.exception("check failed", extra={"website_id": str(job.website_id)})
-            return Outcome(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+            return Outcome(Verdict.RETRY, describe(exc))
         try:
             await self._results.add(checked)
         except Exception as exc:  # logged once per group by _record
-            return Outcome(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+            return Outcome(Verdict.RETRY, describe(exc))
         return DONE
 
     async def _record(self, checked: Sequence[CheckedJob]) -> None:
         """Write a group of results, apply them to the monitors' states (emitting the changes
         they confirm), and release the monitors' pending marks: after this, acknowledging
-        their entries loses nothing."""
+        their entries loses nothing. Each step waits out outages in place (a step done is
+        not done again), so only an error of the results themselves gets through."""
+        website_ids = [c.job.website_id for c in checked]
         try:
-            await self._write_results(checked)
-            await self._apply_to_states(checked)
-            await self.pending.release([c.job.website_id for c in checked])
+            await self._outages.run(lambda: self._write_results(checked))
+            await self._outages.run(lambda: self._apply_to_states(checked))
+            await self._outages.run(lambda: self.pending.release(website_ids))
         except Exception as exc:
             log.warning(
                 "check results not recorded; their checks will run again",
-                extra={"count": len(checked), "error": f"{type(exc).__name__}: {exc}"},
+                extra={"count": len(checked), "error": describe(exc)},
             )
             raise
+
+    async def release_dead_letters(self, entries: Sequence[Entry]) -> None:
+        """Release the pending marks of dead-lettered entries' monitors, so that each is
+        checked again at its next due time (not only once its mark is presumed lost)."""
+        website_ids = []
+        for entry in entries:
+            try:
+                website_ids.append(uuid.UUID(entry.fields.get("website_id", "")))
+            except ValueError:
+                continue  # no monitor named: no mark was made for it
+        if website_ids:
+            await self.pending.release(website_ids)
+
+    @property
+    def outages(self) -> OutageRetry:
+        """The outages the group writes waited out."""
+        return self._outages
 
     def waiting_for_host(self) -> int:
         """Checks waiting now for their turn at a busy host."""

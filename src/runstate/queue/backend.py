@@ -34,11 +34,12 @@ class QueueBackend:
             await self.redis.aclose()
 
 
-def open_backend(redis_url: str | None) -> QueueBackend:
+def open_backend(redis_url: str | None, *, dead_letter_maxlen: int | None = None) -> QueueBackend:
     """Redis at ``redis_url``, or an in-process broker when it is None. Connects lazily, so an
-    unreachable Redis shows up as `QueueUnavailable` on first use."""
+    unreachable Redis shows up as `QueueUnavailable` on first use. Every dead-letter stream
+    keeps about ``dead_letter_maxlen`` of its newest entries (all when None)."""
     if redis_url is None:
-        broker = InProcessBroker()
+        broker = InProcessBroker(dead_letter_maxlen=dead_letter_maxlen)
         return QueueBackend(broker, broker, broker.pending_checks, broker.lease, None)
     redis = Redis.from_url(
         redis_url,
@@ -46,7 +47,7 @@ def open_backend(redis_url: str | None) -> QueueBackend:
         socket_timeout=MAX_BLOCK_MS / 1000 + _SOCKET_TIMEOUT_MARGIN,
     )
     return QueueBackend(
-        queue=RedisStreamQueue(redis),
+        queue=RedisStreamQueue(redis, dead_letter_maxlen=dead_letter_maxlen),
         states=RedisMonitorStates(redis),
         pending=RedisPendingChecks(redis),
         lease=RedisLease(redis),

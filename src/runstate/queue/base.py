@@ -7,7 +7,12 @@ reproduces so that `runstate up` behaves like the distributed system:
 - a delivered entry stays *pending* for its group until acknowledged;
 - a pending entry idle longer than a bound can be reclaimed by another consumer (its
   delivery count grows), which is how work survives a crashed consumer;
-- `touch` resets an entry's idle time, so a slow handler keeps its claim.
+- `touch` resets an entry's idle time, so a slow handler keeps its claim;
+- failures of an entry's own handling are counted apart from its deliveries
+  (`record_failures`), so that only they can make an entry dead; acknowledging an entry
+  forgets them;
+- every dead-letter stream (`<stream>:dlq`) is capped: a back end created with a
+  ``dead_letter_maxlen`` trims each of them to about that many entries on publish.
 
 Back ends raise `GroupMissing` when the group (or the stream) vanished, e.g. after Redis
 lost its data, and `QueueUnavailable` when they cannot be reached; callers recreate the
@@ -38,6 +43,7 @@ class Entry:
     id: str
     fields: dict[str, str]
     deliveries: int = 1  # how many times this entry has been handed to a consumer
+    failures: int = 0  # how many of those failed on the entry itself (`record_failures`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,8 @@ class StreamQueue(Protocol):
         self, stream: str, items: Sequence[Mapping[str, str]], *, maxlen: int | None = None
     ) -> list[str]:
         """Append ``items`` in one round trip; returns their entry ids. With ``maxlen`` the
-        stream is trimmed approximately to that many entries."""
+        stream is trimmed approximately to that many entries; a dead-letter stream is
+        trimmed to the back end's ``dead_letter_maxlen`` when no ``maxlen`` is given."""
 
     async def read(
         self, stream: str, group: str, consumer: str, *, count: int, block_ms: int
@@ -65,13 +72,19 @@ class StreamQueue(Protocol):
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> list[Entry]:
         """Take over up to ``count`` pending entries idle for ``min_idle_ms`` or longer, with
-        their delivery counts. Entries deleted from the stream meanwhile are dropped."""
+        their delivery and failure counts. Entries deleted from the stream meanwhile are
+        dropped."""
 
     async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
         """Reset the idle time of ``ids``, still pending for ``consumer``."""
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
-        """Acknowledge ``ids``: they are done and will not be delivered again."""
+        """Acknowledge ``ids``: they are done and will not be delivered again (and their
+        failures are forgotten)."""
+
+    async def record_failures(self, stream: str, group: str, ids: Sequence[str]) -> list[int]:
+        """Count one more failure of each of ``ids``, pending for ``group``, on the entry
+        itself; returns each one's failures so far."""
 
     async def stats(self, stream: str, group: str) -> GroupStats:
         """Pending and undelivered entries of ``group``."""

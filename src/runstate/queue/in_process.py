@@ -48,6 +48,7 @@ class _Delivery:
     consumer: str
     delivered_at: float  # clock seconds
     count: int
+    failures: int = 0  # of the entry's own handling (record_failures)
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class InProcessBroker:
 
     ``clock`` (seconds, monotonic) measures idle times, lease and state expiry; ``wall_ms``
     (Unix milliseconds) stamps entry ids. ``flush()`` drops everything, like FLUSHALL.
+    Dead-letter streams keep at most ``dead_letter_maxlen`` entries when given.
     """
 
     def __init__(
@@ -85,9 +87,11 @@ class InProcessBroker:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        dead_letter_maxlen: int | None = None,
     ) -> None:
         self._clock = clock
         self._wall_ms = wall_ms
+        self._dead_letter_maxlen = dead_letter_maxlen
         self._streams: dict[str, _Stream] = {}
         self._wakeups: dict[str, asyncio.Event] = {}  # set (and replaced) on every append
         self._states: dict[uuid.UUID, tuple[MonitorState, float]] = {}  # state, expires at
@@ -163,6 +167,8 @@ class InProcessBroker:
         self, stream: str, items: Sequence[Mapping[str, str]], *, maxlen: int | None = None
     ) -> list[str]:
         """With ``maxlen`` the stream is trimmed exactly (Redis may keep a few more)."""
+        if maxlen is None and keys.is_dead_letter_stream(stream):
+            maxlen = self._dead_letter_maxlen
         return [self._append(stream, item, maxlen) for item in items]
 
     async def read(
@@ -207,7 +213,14 @@ class InProcessBroker:
                 continue
             delivery.consumer, delivery.delivered_at = consumer, now
             delivery.count += 1
-            claimed.append(Entry(_format_id(entry_id), dict(target.data[entry_id]), delivery.count))
+            claimed.append(
+                Entry(
+                    _format_id(entry_id),
+                    dict(target.data[entry_id]),
+                    delivery.count,
+                    delivery.failures,
+                )
+            )
         return claimed
 
     async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
@@ -231,6 +244,16 @@ class InProcessBroker:
         if state is not None:
             for entry_id in map(_parse_id, ids):
                 state.pending.pop(entry_id, None)
+
+    async def record_failures(self, stream: str, group: str, ids: Sequence[str]) -> list[int]:
+        _, state = self._group(stream, group)
+        counts = []
+        for entry_id in map(_parse_id, ids):
+            delivery = state.pending.get(entry_id)
+            if delivery is not None:
+                delivery.failures += 1
+            counts.append(delivery.failures if delivery is not None else 1)
+        return counts
 
     async def stats(self, stream: str, group: str) -> GroupStats:
         target, state = self._group(stream, group)

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from runstate.queue import keys
 from runstate.queue.base import Entry, GroupMissing, GroupStats, QueueUnavailable
 
 __all__ = ["MAX_BLOCK_MS", "RedisStreamQueue", "translate_errors"]
@@ -126,10 +127,16 @@ class RedisStreamQueue:
     The client belongs to the caller (``aclose`` leaves it open). Its ``socket_timeout``, if
     set, must exceed ``max_block_ms``, the longest BLOCK one XREADGROUP waits.
     ``reclaim_page`` is the COUNT of each XAUTOCLAIM; ``reclaim`` follows the cursor.
+    Dead-letter streams are trimmed to about ``dead_letter_maxlen`` entries when given.
     """
 
     def __init__(
-        self, redis: Redis, *, max_block_ms: int = MAX_BLOCK_MS, reclaim_page: int = 100
+        self,
+        redis: Redis,
+        *,
+        max_block_ms: int = MAX_BLOCK_MS,
+        reclaim_page: int = 100,
+        dead_letter_maxlen: int | None = None,
     ) -> None:
         timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         if timeout is not None and timeout * 1000 <= max_block_ms:
@@ -139,6 +146,7 @@ class RedisStreamQueue:
         self._redis = redis
         self._max_block_ms = max_block_ms
         self._reclaim_page = reclaim_page
+        self._dead_letter_maxlen = dead_letter_maxlen
         self._touch = redis.register_script(_TOUCH)
         self._trim_acknowledged = redis.register_script(_TRIM_ACKNOWLEDGED)
         self._count_after = redis.register_script(_COUNT_AFTER)
@@ -156,6 +164,8 @@ class RedisStreamQueue:
     ) -> list[str]:
         if not items:
             return []
+        if maxlen is None and keys.is_dead_letter_stream(stream):
+            maxlen = self._dead_letter_maxlen
         with translate_errors():
             # One MULTI/EXEC: a waiting reader wakes to the whole batch, not its first entry,
             # so the consumers handle full batches (fewer transactions and round trips).
@@ -225,10 +235,16 @@ class RedisStreamQueue:
                 pipe.xpending_range(
                     stream, group, min=entry_id, max=entry_id, count=1, consumername=consumer
                 )
-            details = await pipe.execute()
+            pipe.hmget(keys.failures_key(stream, group), [entry_id for entry_id, _ in claimed])
+            *details, failures = await pipe.execute()
         return [
-            Entry(entry_id, fields, deliveries=int(detail[0]["times_delivered"]))
-            for (entry_id, fields), detail in zip(claimed, details, strict=True)
+            Entry(
+                entry_id,
+                fields,
+                deliveries=int(detail[0]["times_delivered"]),
+                failures=int(failed or 0),
+            )
+            for (entry_id, fields), detail, failed in zip(claimed, details, failures, strict=True)
             if detail
         ]
 
@@ -240,7 +256,22 @@ class RedisStreamQueue:
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
         if ids:
             with translate_errors():
-                await self._redis.xack(stream, group, *ids)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(stream, group, *ids)
+                    pipe.hdel(keys.failures_key(stream, group), *ids)
+                    await pipe.execute()
+
+    async def record_failures(self, stream: str, group: str, ids: Sequence[str]) -> list[int]:
+        if not ids:
+            return []
+        key = keys.failures_key(stream, group)
+        with translate_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for entry_id in ids:
+                    pipe.hincrby(key, entry_id, 1)
+                pipe.expire(key, keys.FAILURES_TTL_SECONDS)
+                *counts, _ = await pipe.execute()
+        return [int(count) for count in counts]
 
     async def stats(self, stream: str, group: str) -> GroupStats:
         with translate_errors():
