@@ -1,7 +1,8 @@
 """The notification stage (alert -> channels) against a real webhook receiver that verifies
 Standard Webhooks signatures and a real SMTP server, on SQLite and PostgreSQL, with the
 in-process queue and Redis: each alert once per matching channel, retries with backoff, dead
-letters with their reason, disabled channels, and flapping summaries."""
+letters with their reason, disabled channels, and flapping summaries. Handling an alert only
+records its deliveries; the due loop (run here as the worker runs it) makes the attempts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.channels.base import CHANNELS, Channel, load_channel_class
 from runstate.channels.email import message_id_header
@@ -24,12 +27,17 @@ from runstate.consumer import PermanentFailure
 from runstate.domain.events import Alert, AlertEvent, format_time, status_change_event_id
 from runstate.domain.status import Status
 from runstate.metrics import PipelineMetrics
-from runstate.pipeline.flapping import SUMMARY, claim_due_summaries
+from runstate.pipeline.flapping import SUMMARY
 from runstate.pipeline.notify import NotificationStage
 from runstate.queue.backend import QueueBackend, open_backend
-from runstate.queue.base import Entry
+from runstate.queue.base import Entry, StreamQueue
 from runstate.storage.db import create_engine, session_factory
-from runstate.storage.notification_log import Take, claim_delivery, message_id, take_delivery
+from runstate.storage.notification_log import (
+    FINAL_STATES,
+    claim_attempt,
+    message_id,
+    record_delivery,
+)
 from runstate.storage.tables import AlertChannel, Incident, NotificationLog, User, Website
 from tests.pipeline.conftest import (
     Hook,
@@ -45,8 +53,6 @@ from tests.pipeline.conftest import (
 
 OWNER_MAIL = "oncall@example.com"
 
-HOUR = 3600.0  # a claim this old is abandoned: none is, in these tests
-
 
 @dataclass
 class Setup:
@@ -60,19 +66,49 @@ class Setup:
     prefix: str
     opened: list[Channel] = field(default_factory=list)
 
-    def stage(self, **overrides: Any) -> NotificationStage:
+    def stage(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        queue: StreamQueue | None = None,
+        **overrides: Any,
+    ) -> NotificationStage:
+        """A notification worker's stage (on its own connections when given ``sessions``)."""
         settings = stage_settings(
             self.db, self.tmp_path, self.prefix, smtp_port=self.smtp.port, **overrides
         )
         channels = {kind: load_channel_class(kind).from_settings(settings) for kind in CHANNELS}
         self.opened += channels.values()
         return NotificationStage(
-            self.db.sessions,
-            self.backend.queue,
+            sessions or self.db.sessions,
+            queue or self.backend.queue,
             channels,
             settings,
             self.metrics,
         )
+
+    @asynccontextmanager
+    async def running(self, *stages: NotificationStage) -> AsyncIterator[None]:
+        """The stages' due loops, running as in their workers, stopped at the end."""
+        stop = asyncio.Event()
+        loops = [asyncio.create_task(stage.deliver_due(stop)) for stage in stages]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*loops), 10)
+
+    async def settle(self, stage: NotificationStage, *alerts: Alert, timeout: float = 10) -> None:
+        """Handle ``alerts`` as the worker does, then run its due loop until every alert
+        delivery is settled (sent, dead or suppressed)."""
+        for alert in alerts:
+            await stage.handle(entry(alert))
+        async with self.running(stage):
+            await eventually(self.all_settled, timeout=timeout)
+
+    async def all_settled(self) -> bool:
+        rows = await self.db.all(select(NotificationLog).where(NotificationLog.event != SUMMARY))
+        return all(row.delivery_status in FINAL_STATES for row in rows)
 
     def count(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -177,7 +213,7 @@ async def test_an_alert_goes_once_to_each_matching_channel_of_the_owner_and_to_n
     stage = setup.stage()
     alert = alert_for(monitor)
 
-    await stage.handle(entry(alert))
+    await setup.settle(stage, alert)
 
     [request] = both.requests
     assert request.verified
@@ -217,7 +253,7 @@ async def test_a_recovery_skips_down_only_channels(setup: Setup) -> None:
     await webhook(setup, monitor.owner, down_only, notify_on="DOWN")
     await setup.db.channel(monitor.owner, "email", OWNER_MAIL, notify_on="DOWN")
 
-    await setup.stage().handle(entry(alert_for(monitor, AlertEvent.RECOVERY)))
+    await setup.settle(setup.stage(), alert_for(monitor, AlertEvent.RECOVERY))
 
     [request] = both.requests
     assert request.payload["event"] == "RECOVERY"
@@ -233,9 +269,9 @@ async def test_handling_the_same_alert_again_sends_nothing_more(setup: Setup) ->
     stage = setup.stage()
     alert = alert_for(monitor)
 
-    await stage.handle(entry(alert))
-    await stage.handle(entry(alert))
-    await setup.stage().handle(entry(alert))  # another worker, too
+    await setup.settle(stage, alert)
+    await setup.settle(stage, alert)
+    await setup.settle(setup.stage(), alert)  # another worker, too
 
     assert len(hook.requests) == 1
     assert len(setup.smtp.mails) == 1
@@ -250,7 +286,7 @@ async def test_a_webhook_answering_500_then_200_is_delivered_on_retry_with_the_s
     hook = setup.receiver.hook(500)
     channel = await webhook(setup, monitor.owner, hook)
 
-    await setup.stage().handle(entry(alert_for(monitor)))
+    await setup.settle(setup.stage(), alert_for(monitor))
 
     first, second = hook.requests
     assert first.verified
@@ -272,7 +308,7 @@ async def test_a_webhook_failing_every_time_is_dead_lettered_after_max_attempts(
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
 
-    await setup.stage().handle(entry(alert))
+    await setup.settle(setup.stage(), alert)
 
     assert len(hook.requests) == 3  # NOTIFY_MAX_ATTEMPTS
     assert len({r.headers["webhook-id"] for r in hook.requests}) == 1
@@ -291,7 +327,7 @@ async def test_a_webhook_failing_every_time_is_dead_lettered_after_max_attempts(
     assert setup.count("runstate_alerts_total", channel="webhook", outcome="dead") == 1
     assert setup.count("runstate_dead_letters_total", stream=f"{setup.prefix}:notification") == 1
 
-    await setup.stage().handle(entry(alert))  # redelivered: dead is final
+    await setup.settle(setup.stage(), alert)  # redelivered: dead is final
     assert len(hook.requests) == 3
     assert len(await setup.dead_letters()) == 1
 
@@ -301,7 +337,7 @@ async def test_a_410_disables_the_channel_and_dead_letters_the_alert(setup: Setu
     hook = setup.receiver.hook(then=410)
     channel = await webhook(setup, monitor.owner, hook)
 
-    await setup.stage().handle(entry(alert_for(monitor)))
+    await setup.settle(setup.stage(), alert_for(monitor))
 
     assert len(hook.requests) == 1
     disabled = await setup.db.get(AlertChannel, channel.id)
@@ -316,7 +352,7 @@ async def test_a_410_disables_the_channel_and_dead_letters_the_alert(setup: Setu
 
     # The next alert of the monitor no longer goes to the disabled channel.
     await setup.db.update(Incident, monitor.incident.id, is_active=False)
-    await setup.stage().handle(entry(alert_for(monitor, AlertEvent.RECOVERY)))
+    await setup.settle(setup.stage(), alert_for(monitor, AlertEvent.RECOVERY))
     assert len(hook.requests) == 1
 
 
@@ -325,7 +361,7 @@ async def test_a_permanent_client_error_is_dead_lettered_without_a_retry(setup: 
     hook = setup.receiver.hook(then=400)
     channel = await webhook(setup, monitor.owner, hook)
 
-    await setup.stage().handle(entry(alert_for(monitor)))
+    await setup.settle(setup.stage(), alert_for(monitor))
 
     assert len(hook.requests) == 1
     [log] = await setup.logs(channel)
@@ -339,7 +375,7 @@ async def test_an_unreachable_smtp_server_is_retried_then_dead_lettered(setup: S
     channel = await setup.db.channel(monitor.owner, "email", OWNER_MAIL)
     stage = setup.stage(SMTP_PORT=free_port())  # nothing listens there
 
-    await stage.handle(entry(alert_for(monitor)))
+    await setup.settle(stage, alert_for(monitor))
 
     [log] = await setup.logs(channel)
     assert (log.delivery_status, log.attempts) == ("dead", 3)
@@ -358,7 +394,7 @@ async def test_a_429_retry_after_is_honoured_up_to_the_retry_cap(setup: Setup) -
     stage = setup.stage(NOTIFY_RETRY_BASE_SECONDS=0.01, NOTIFY_RETRY_MAX_SECONDS=0.5)
 
     started = time.monotonic()
-    await stage.handle(entry(alert_for(monitor)))
+    await setup.settle(stage, alert_for(monitor))
 
     assert len(hook.requests) == 3
     after_429, after_503 = gaps(hook)
@@ -372,74 +408,85 @@ async def test_a_429_retry_after_is_honoured_up_to_the_retry_cap(setup: Setup) -
 async def test_two_copies_of_one_alert_on_two_workers_at_once_send_it_once(
     setup: Setup,
 ) -> None:
-    # A status change forwarded twice puts two copies of its alert on the stream.
-    monitor = await down_monitor(setup.db)
-    hook = setup.receiver.hook((429, {"Retry-After": "1"}))
-    channel = await webhook(setup, monitor.owner, hook)
-    fields = alert_for(monitor).to_fields()
-    first, second = setup.stage(NOTIFY_RETRY_MAX_SECONDS=5.0), setup.stage()
-    # A lease shorter than the first worker's wait for Retry-After: only its renewals keep
-    # the second from taking the delivery over.
-    first.claim_lease = second.claim_lease = timedelta(seconds=0.3)
-    delivering = asyncio.create_task(first.handle(Entry("1-0", fields)))
+    # A status change forwarded twice puts two copies of its alert on the stream; each
+    # worker records the same rows and runs its own due loop on its own connections.
+    monitors = [await down_monitor(setup.db) for _ in range(4)]
+    hooks = [setup.receiver.hook(500) for _ in monitors]  # one failure, then 200
+    for monitor, hook in zip(monitors, hooks, strict=True):
+        await webhook(setup, monitor.owner, hook)
+    other_engine = create_engine(setup.db.url)
+    try:
+        first = setup.stage()
+        second = setup.stage(sessions=session_factory(other_engine))
+        for monitor in monitors:
+            fields = alert_for(monitor).to_fields()
+            await asyncio.gather(
+                first.handle(Entry("1-0", fields)), second.handle(Entry("2-0", fields))
+            )
+        async with setup.running(first, second):
+            await eventually(setup.all_settled, timeout=10)
+            await asyncio.sleep(0.3)  # more passes of both loops find nothing more to do
+    finally:
+        await other_engine.dispose()
 
-    async def first_attempt_made() -> bool:
-        return len(hook.requests) == 1
-
-    await eventually(first_attempt_made)
-    # The first worker now waits out Retry-After; the second copy arrives on another one,
-    # and returns (to be acknowledged) only once the first has settled the delivery.
-    await second.handle(Entry("2-0", fields))
-    assert delivering.done()
-    await delivering
-
-    assert len(hook.requests) == 2
-    assert hook.requests[0].headers["webhook-id"] == hook.requests[1].headers["webhook-id"]
-    [log] = await setup.logs(channel)
-    assert (log.delivery_status, log.attempts, log.claimed_by) == ("sent", 2, "1-0")
+    for hook in hooks:  # the failed attempt and its retry, no attempt twice
+        assert len(hook.requests) == 2
+        assert len({r.headers["webhook-id"] for r in hook.requests}) == 1
+    logs = await setup.db.all(select(NotificationLog))
+    assert sorted((log.delivery_status, log.attempts) for log in logs) == [("sent", 2)] * 4
 
 
-async def test_a_copy_takes_over_a_delivery_whose_worker_died(setup: Setup) -> None:
+async def test_an_attempt_whose_worker_died_is_taken_over_once_its_claim_lapses(
+    setup: Setup,
+) -> None:
     monitor = await down_monitor(setup.db)
     hook = setup.receiver.hook()
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
-    stage = setup.stage()
-    stage.claim_lease = timedelta(seconds=0.3)
-    # The worker holding the other copy took the delivery...
-    row = await claim_delivery(setup.db.sessions, alert, channel)
-    assert await take_delivery(setup.db.sessions, row.id, "9-0", stage.claim_lease) is Take.TAKEN
-    copy = asyncio.create_task(stage.handle(entry(alert)))
-    await asyncio.sleep(0.1)  # (this copy now waits for it)
-    # ... failed twice, renewing its claim, then died: no more renewals.
-    await setup.db.update(
-        NotificationLog, row.id, delivery_status="failed", attempts=2, claimed_at=datetime.now(UTC)
-    )
-    await copy
+    stage = setup.stage()  # RECLAIM_IDLE_SECONDS=1: the lease
+    await stage.handle(entry(alert))
+    [row] = await setup.logs(channel)
+    # Another worker claimed the attempt (after two failed ones), then died: no renewals.
+    await setup.db.update(NotificationLog, row.id, delivery_status="failed", attempts=2)
+    lease = timedelta(seconds=stage.deliveries.claim_lease)
+    assert await claim_attempt(setup.db.sessions, row.id, "dead-worker", lease) is not None
+    claimed = time.monotonic()
+
+    async with setup.running(stage):
+        await eventually(setup.all_settled, timeout=10)
 
     [request] = hook.requests
+    assert request.at - claimed >= lease.total_seconds() * 0.9  # not before the claim lapsed
     assert request.headers["webhook-id"] == message_id(row.id)
     [log] = await setup.logs(channel)
-    assert (log.delivery_status, log.claimed_by, log.attempts) == ("sent", "1-0", 3)
+    assert (log.delivery_status, log.attempts) == ("sent", 3)
+    assert log.claimed_by not in (None, "dead-worker")
 
 
 @pytest.mark.parametrize("left_as", ["pending", "failed"])
-async def test_a_delivery_left_unsettled_by_a_crashed_worker_is_sent_on_redelivery_with_its_id(
+async def test_a_delivery_left_unsettled_by_a_crashed_worker_is_sent_with_its_id(
     setup: Setup, left_as: str
 ) -> None:
     monitor = await down_monitor(setup.db)
     hook = setup.receiver.hook()
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
-    # What a worker that died mid-delivery leaves: the row claimed and taken by the alert's
-    # entry, maybe one failed attempt. The entry comes back to a worker with the same id.
-    row = await claim_delivery(setup.db.sessions, alert, channel)
-    taken = await take_delivery(setup.db.sessions, row.id, "1-0", timedelta(hours=1))
-    assert taken is Take.TAKEN
+    # What a worker that died mid-attempt leaves: the row due and claimed long ago, maybe
+    # after one failed attempt. The alert's entry comes back too (never acknowledged).
+    row = await record_delivery(
+        setup.db.sessions, alert, channel, due_at=datetime.now(UTC) - timedelta(hours=1)
+    )
     attempts = 1 if left_as == "failed" else 0
-    await setup.db.update(NotificationLog, row.id, delivery_status=left_as, attempts=attempts)
+    await setup.db.update(
+        NotificationLog,
+        row.id,
+        delivery_status=left_as,
+        attempts=attempts,
+        claimed_by="dead-worker",
+        claimed_at=datetime.now(UTC) - timedelta(hours=1),
+    )
 
-    await setup.stage().handle(entry(alert))
+    await setup.settle(setup.stage(), alert)
 
     [request] = hook.requests
     assert request.verified
@@ -456,22 +503,31 @@ async def test_a_dead_letter_that_cannot_be_written_leaves_the_delivery_to_be_re
     hook = setup.receiver.hook(then=500)
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
-    stage = setup.stage()
     unreachable = open_backend(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the queue's outage error
-            await replace(stage, queue=unreachable.queue).handle(entry(alert))
+        cut_off = setup.stage(queue=unreachable.queue)
+        await cut_off.handle(entry(alert))
+        async with setup.running(cut_off):
+
+            async def gave_up() -> bool:
+                [log] = await setup.logs(channel)
+                return log.attempts == 3 and len(hook.requests) == 3
+
+            await eventually(gave_up)
+            await asyncio.sleep(0.3)
     finally:
         await unreachable.aclose()
     [log] = await setup.logs(channel)
-    assert log.delivery_status != "dead"  # else the redelivery would never dead-letter it
+    assert log.delivery_status != "dead"  # else nothing would ever dead-letter it
 
-    await stage.handle(entry(alert))  # the consumer redelivers it
+    await setup.settle(setup.stage(), alert)  # another attempt, with the queue back
 
     [log] = await setup.logs(channel)
     assert log.delivery_status == "dead"
+    assert len(hook.requests) == 3  # given up without sending a fourth time
     [dead] = await setup.dead_letters()
     assert dead["message_id"] == message_id(log.id)
+    assert dead["dead_letter_reason"].startswith("gave up after 3 attempts")
 
 
 async def test_an_alert_for_a_deleted_monitor_sends_nothing(setup: Setup) -> None:
@@ -481,7 +537,7 @@ async def test_an_alert_for_a_deleted_monitor_sends_nothing(setup: Setup) -> Non
     alert = alert_for(monitor)
     await setup.db.delete(Website, monitor.website.id)
 
-    await setup.stage().handle(entry(alert))
+    await setup.settle(setup.stage(), alert)
 
     assert hook.requests == []
     assert await setup.db.all(select(NotificationLog)) == []
@@ -535,38 +591,37 @@ async def test_a_flapping_monitor_is_summarised_once_instead_of_alerting_every_t
     # A window long enough that the five alerts surely fall within it, short enough to wait.
     stage = setup.stage(ALERT_FLAP_MAX=2, ALERT_FLAP_WINDOW_SECONDS=2.0)
 
-    for alert in alerts:
+    for alert in alerts:  # recorded: decided at once, sent or not
         await stage.handle(entry(alert))
 
-    assert [r.payload["event_id"] for r in hook.requests] == ["down-0", "up-0"]
     logs = await setup.logs(channel)
     by_event = {(log.event_id, log.delivery_status) for log in logs if log.event != SUMMARY}
     assert by_event == {
-        ("down-0", "sent"),
-        ("up-0", "sent"),
+        ("down-0", "pending"),
+        ("up-0", "pending"),
         ("down-1", "suppressed"),
         ("up-1", "suppressed"),
         ("down-2", "suppressed"),
     }
     [summary_row] = [log for log in logs if log.event == SUMMARY]
     assert summary_row.delivery_status == "pending"
+    assert summary_row.next_attempt_at is not None
+    assert summary_row.next_attempt_at >= summary_row.created_at + timedelta(seconds=1.9)
     assert setup.count("runstate_alerts_total", channel="webhook", outcome="suppressed") == 3
 
-    # The sweeper sends one summary once the window has passed, and nothing after that.
-    stop = asyncio.Event()
-    sweeper = asyncio.create_task(stage.send_due_summaries(stop))
-    try:
+    # The due loop sends the two alerts at once, in order, and one summary once the window
+    # has passed, and nothing after that.
+    async with setup.running(stage):
 
         async def summarised() -> bool:
             return len(hook.requests) == 3
 
         await eventually(summarised, timeout=5)
-        await asyncio.sleep(1.2)  # a few more sweeps (every window / 4)
-    finally:
-        stop.set()
-        await asyncio.wait_for(sweeper, 5)
+        await asyncio.sleep(0.5)  # a few more passes
+    assert [r.payload["event_id"] for r in hook.requests[:2]] == ["down-0", "up-0"]
     assert len(hook.requests) == 3
     summary = hook.requests[-1]
+    assert summary.at - hook.requests[0].at >= 1.5  # not before the window passed
     assert summary.verified
     assert summary.headers["webhook-id"] == message_id(summary_row.id)
     payload = summary.payload
@@ -576,13 +631,10 @@ async def test_a_flapping_monitor_is_summarised_once_instead_of_alerting_every_t
     sent = await setup.db.get(NotificationLog, summary_row.id)
     assert sent is not None
     assert (sent.delivery_status, sent.attempts) == ("sent", 1)
-    assert await claim_due_summaries(setup.db.sessions, 0.0, HOUR) == []
 
-    stop = asyncio.Event()  # a second sweeper run (another worker, or a restart)
-    again = asyncio.create_task(setup.stage(ALERT_FLAP_WINDOW_SECONDS=2.0).send_due_summaries(stop))
-    await asyncio.sleep(1.2)
-    stop.set()
-    await asyncio.wait_for(again, 5)
+    # Another worker (or a restart) finds nothing more to send.
+    async with setup.running(setup.stage(ALERT_FLAP_WINDOW_SECONDS=2.0)):
+        await asyncio.sleep(0.5)
     assert len(hook.requests) == 3
 
 
@@ -596,54 +648,55 @@ async def test_flapping_is_counted_per_channel(setup: Setup) -> None:
     late = setup.receiver.hook()
     await webhook(setup, monitor.owner, late)  # added while the monitor flaps
 
-    for alert in alerts[3:]:
-        await stage.handle(entry(alert))
+    await setup.settle(stage, *alerts[3:])
 
     assert len(early.requests) == 2
     assert [r.payload["event_id"] for r in late.requests] == ["up-1", "down-2"]
 
 
-async def test_two_workers_sweeping_at_once_send_one_summary(setup: Setup) -> None:
+async def test_two_workers_send_one_summary(setup: Setup) -> None:
     monitor, alerts = await flapping_monitor(setup)
     hook = setup.receiver.hook()
     await webhook(setup, monitor.owner, hook)
-    stage = setup.stage(ALERT_FLAP_MAX=2, ALERT_FLAP_WINDOW_SECONDS=60.0)
+    stage = setup.stage(ALERT_FLAP_MAX=2, ALERT_FLAP_WINDOW_SECONDS=0.5)
     for alert in alerts:
         await stage.handle(entry(alert))
-    assert len(hook.requests) == 2  # the rest held back
     other_engine = create_engine(setup.db.url)  # the other worker's own connections
     try:
-        claims = await asyncio.gather(
-            # Swept as if the window had passed (a window of 0 makes the summary due now).
-            claim_due_summaries(setup.db.sessions, 0.0, HOUR),
-            claim_due_summaries(session_factory(other_engine), 0.0, HOUR),
-        )
+        other = setup.stage(sessions=session_factory(other_engine))
+        async with setup.running(stage, other):
+
+            async def summarised() -> bool:
+                return len(hook.requests) == 3
+
+            await eventually(summarised, timeout=5)
+            await asyncio.sleep(0.5)
     finally:
         await other_engine.dispose()
-
-    [due] = [summary for claimed in claims for summary in claimed]
-    await stage.attempt_until_settled(due.log_id, due.attempts, due.channel, due.delivery)
 
     assert len(hook.requests) == 3
     assert hook.requests[-1].verified
     assert "summary" in hook.requests[-1].payload
-    assert await claim_due_summaries(setup.db.sessions, 0.0, HOUR) == []
 
 
 async def test_a_summary_whose_claimer_died_is_sent_by_another_worker(setup: Setup) -> None:
     monitor, alerts = await flapping_monitor(setup)
     hook = setup.receiver.hook()
-    await webhook(setup, monitor.owner, hook)
-    stage = setup.stage(ALERT_FLAP_MAX=2, ALERT_FLAP_WINDOW_SECONDS=60.0)
+    channel = await webhook(setup, monitor.owner, hook)
+    stage = setup.stage(ALERT_FLAP_MAX=2, ALERT_FLAP_WINDOW_SECONDS=0.2)
     for alert in alerts:
         await stage.handle(entry(alert))
-    [claimed] = await claim_due_summaries(setup.db.sessions, 0.0, HOUR)
-    # The claimer dies here, before sending. While its claim is fresh nobody else sends...
-    assert await claim_due_summaries(setup.db.sessions, 0.0, HOUR) == []
-    # ...and once the claim is older than any delivery could take, another worker does.
-    [again] = await claim_due_summaries(setup.db.sessions, 0.0, 0.0)
-    assert again.log_id == claimed.log_id
-    await stage.attempt_until_settled(again.log_id, again.attempts, again.channel, again.delivery)
-    assert len(hook.requests) == 3
-    assert "summary" in hook.requests[-1].payload
-    assert await claim_due_summaries(setup.db.sessions, 0.0, 0.0) == []
+    [summary_row] = [log for log in await setup.logs(channel) if log.event == SUMMARY]
+    await asyncio.sleep(0.3)  # the window passes; a worker claims the summary and dies
+    lease = timedelta(seconds=stage.deliveries.claim_lease)
+    assert await claim_attempt(setup.db.sessions, summary_row.id, "dead-worker", lease)
+
+    async with setup.running(stage):
+
+        async def summarised() -> bool:
+            return any("summary" in r.payload for r in hook.requests)
+
+        await eventually(summarised, timeout=5)
+    assert [r.headers["webhook-id"] for r in hook.requests if "summary" in r.payload] == [
+        message_id(summary_row.id)
+    ]

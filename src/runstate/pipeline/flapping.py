@@ -2,25 +2,23 @@
 
 When a monitor's alerts on a channel exceed `ALERT_FLAP_MAX` within
 `ALERT_FLAP_WINDOW_SECONDS`, the notification stage records further alerts as `suppressed`
-and makes sure a `SUMMARY` row is pending for that channel and monitor. Every notification
-worker sweeps for pending summaries whose window has passed and sends each once: how many
-alerts were held back and what the monitor's status is now.
+and makes sure a `SUMMARY` row is waiting for that channel and monitor, due when the window
+has passed. The due loop sends it like any delivery (retries included), built at that moment:
+how many alerts were held back and what the monitor's status is now.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.channels.base import Delivery, WebsiteRef
 from runstate.domain.events import Alert, AlertEvent
 from runstate.domain.status import Status
-from runstate.storage.notification_log import claim_delivery, message_id
+from runstate.storage.notification_log import UNSETTLED_STATES, message_id, record_delivery
 from runstate.storage.tables import AlertChannel, Incident, NotificationLog, Website
 
 log = logging.getLogger(__name__)
@@ -29,97 +27,40 @@ SUMMARY = "SUMMARY"
 
 
 async def ensure_summary_pending(
-    sessions: async_sessionmaker[AsyncSession], alert: Alert, channel: AlertChannel
+    sessions: async_sessionmaker[AsyncSession],
+    alert: Alert,
+    channel: AlertChannel,
+    window_seconds: float,
 ) -> None:
-    """Make sure a summary will follow the alerts being suppressed on ``channel``."""
+    """Make sure a summary will follow the alerts being suppressed on ``channel``: one due
+    when the flapping window has passed."""
     async with sessions() as session:
         waiting = await session.scalar(
             select(NotificationLog.id).where(
                 NotificationLog.channel_id == channel.id,
                 NotificationLog.website_id == alert.website_id,
                 NotificationLog.event == SUMMARY,
-                NotificationLog.delivery_status == "pending",
+                NotificationLog.delivery_status.in_(UNSETTLED_STATES),
             )
         )
     if waiting is None:
-        await claim_delivery(
-            sessions, alert, channel, event=SUMMARY, event_id=f"summary-{alert.event_id}"
+        await record_delivery(
+            sessions,
+            alert,
+            channel,
+            event=SUMMARY,
+            event_id=f"summary-{alert.event_id}",
+            due_at=datetime.now(UTC) + timedelta(seconds=window_seconds),
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DueSummary:
-    log_id: uuid.UUID
-    attempts: int
-    channel: AlertChannel
-    delivery: Delivery
+async def build_summary(session: AsyncSession, row: NotificationLog) -> Delivery | None:
+    """The summary a SUMMARY row sends now; None when its monitor, channel or incidents are
+    gone (nothing left to summarise)."""
+    return await _build(session, row, datetime.now(UTC))
 
 
-async def claim_due_summaries(
-    sessions: async_sessionmaker[AsyncSession],
-    window_seconds: float,
-    abandoned_after_seconds: float,
-) -> list[DueSummary]:
-    """Summaries whose window has passed, each claimed by this worker alone: pending ones,
-    and ones whose claim is older than ``abandoned_after_seconds`` (the claimer died)."""
-    now = datetime.now(UTC)
-    due_before = now - timedelta(seconds=window_seconds)
-    abandoned_before = now - timedelta(seconds=abandoned_after_seconds)
-    claimed: list[DueSummary] = []
-    async with sessions() as session:
-        rows = list(
-            await session.scalars(
-                select(NotificationLog).where(
-                    NotificationLog.event == SUMMARY,
-                    (
-                        (NotificationLog.delivery_status == "pending")
-                        & (NotificationLog.created_at <= due_before)
-                    )
-                    | (
-                        (NotificationLog.delivery_status == "failed")
-                        & (NotificationLog.claimed_at < abandoned_before)
-                    ),
-                )
-            )
-        )
-    for row in rows:
-        summary = await _claim(sessions, row, now)
-        if summary is not None:
-            claimed.append(summary)
-    return claimed
-
-
-async def _claim(
-    sessions: async_sessionmaker[AsyncSession], row: NotificationLog, now: datetime
-) -> DueSummary | None:
-    async with sessions() as session, session.begin():
-        unchanged = (
-            NotificationLog.claimed_at.is_(None)
-            if row.claimed_at is None
-            else NotificationLog.claimed_at == row.claimed_at
-        )
-        taken = await session.execute(
-            update(NotificationLog)
-            .where(
-                NotificationLog.id == row.id,
-                NotificationLog.delivery_status == row.delivery_status,
-                unchanged,
-            )
-            .values(delivery_status="failed", claimed_at=now)  # in progress until settled
-        )
-        if getattr(taken, "rowcount", 0) != 1:
-            return None  # another worker took it
-        summary = await _build(session, row, now)
-        if summary is None:  # nothing left to summarise: settle it rather than retry forever
-            await session.execute(
-                update(NotificationLog)
-                .where(NotificationLog.id == row.id)
-                .values(delivery_status="dead", error="monitor, channel or incident is gone")
-            )
-        return summary
-
-
-async def _build(session: AsyncSession, row: NotificationLog, now: datetime) -> DueSummary | None:
+async def _build(session: AsyncSession, row: NotificationLog, now: datetime) -> Delivery | None:
     channel = await session.get(AlertChannel, row.channel_id) if row.channel_id else None
     website = await session.get(Website, row.website_id)
     if channel is None or website is None:
@@ -156,7 +97,7 @@ async def _build(session: AsyncSession, row: NotificationLog, now: datetime) -> 
         f"{int(window.total_seconds() // 60) + 1} minutes because the monitor is flapping; "
         f"it is now {'DOWN' if down_now else 'UP'}."
     )
-    delivery = Delivery(
+    return Delivery(
         message_id=message_id(row.id),
         alert=alert,
         website=WebsiteRef(website.id, website.url, website.name),
@@ -164,4 +105,3 @@ async def _build(session: AsyncSession, row: NotificationLog, now: datetime) -> 
         secret=channel.secret,
         summary=text,
     )
-    return DueSummary(row.id, row.attempts, channel, delivery)

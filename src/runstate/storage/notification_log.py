@@ -1,32 +1,49 @@
-"""Claiming a delivery: the row that makes an alert go out once per channel."""
+"""Delivery rows: the row that makes an alert go out once per channel, and its schedule.
+
+A row is recorded `pending` with no due time; the stage then either suppresses it (the
+monitor flaps) or makes it due. The notification workers' due loop claims due rows one at a
+time with a compare-and-set on `claimed_at` (a lease, renewed while the attempt runs), so
+several workers never make the same attempt twice; the attempt ends by settling the row
+(`sent`, `dead`) or by setting its next due time, and releasing the claim.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 
-from sqlalchemy import or_, select, update
+import orjson
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from runstate.domain.events import Alert
 from runstate.storage.tables import AlertChannel, NotificationLog
 
+FINAL_STATES = ("sent", "dead", "suppressed")
+UNSETTLED_STATES = ("pending", "failed")
 
-async def claim_delivery(
+
+async def record_delivery(
     sessions: async_sessionmaker[AsyncSession],
     alert: Alert,
     channel: AlertChannel,
     *,
     event: str | None = None,
     event_id: str | None = None,
+    due_at: datetime | None = None,
 ) -> NotificationLog:
-    """The log row of (alert's incident, channel, event), created `pending` when new.
+    """The log row of (alert's incident, channel, event), created `pending` when new, with
+    the alert it sends (none for a flapping summary, whose ``event`` is given) and
+    ``due_at`` as its first due time (none: not decided yet).
 
-    Two workers claiming the same delivery get the same row: the unique constraint on
+    Two workers recording the same delivery get the same row: the unique constraint on
     (incident_id, channel_id, event) makes the second insert a no-op.
     """
+    summary = event is not None
     values = {
         "incident_id": alert.incident_id,
         "website_id": alert.website_id,
@@ -37,6 +54,8 @@ async def claim_delivery(
         "event_id": event_id or alert.event_id,
         "delivery_status": "pending",
         "attempts": 0,
+        "alert": None if summary else orjson.dumps(alert.to_fields()).decode(),
+        "next_attempt_at": due_at,
     }
     async with sessions() as session, session.begin():
         dialect = session.get_bind().dialect.name
@@ -46,72 +65,199 @@ async def claim_delivery(
             .values(**values)
             .on_conflict_do_nothing(index_elements=["incident_id", "channel_id", "event"])
         )
-        row = await session.scalar(
-            select(NotificationLog).where(
-                NotificationLog.incident_id == values["incident_id"],
-                NotificationLog.channel_id == channel.id,
-                NotificationLog.event == values["event"],
+        if not summary:  # a row left by an older version has no alert yet: it gets this one
+            await session.execute(
+                update(NotificationLog)
+                .where(*_same_delivery(values), NotificationLog.alert.is_(None))
+                .values(alert=values["alert"])
             )
-        )
+        row = await session.scalar(select(NotificationLog).where(*_same_delivery(values)))
     assert row is not None
     return row
 
 
-FINAL_STATES = ("sent", "dead", "suppressed")
+def _same_delivery(values: dict[str, object]) -> tuple[ColumnElement[bool], ...]:
+    return (
+        NotificationLog.incident_id == values["incident_id"],
+        NotificationLog.channel_id == values["channel_id"],
+        NotificationLog.event == values["event"],
+    )
 
 
-class Take(Enum):
-    TAKEN = "taken"  # this entry delivers the row now
-    SETTLED = "settled"  # nothing left to do: the row is sent, dead or suppressed
-    HELD = "held"  # another entry is delivering it and renewed its claim within the lease
+def is_undecided(row: NotificationLog) -> bool:
+    """Recorded, but neither suppressed nor scheduled yet (the recording was cut short)."""
+    return row.delivery_status == "pending" and row.next_attempt_at is None
 
 
-async def take_delivery(
-    sessions: async_sessionmaker[AsyncSession],
-    log_id: uuid.UUID,
-    entry_id: str,
-    lease: timedelta,
-) -> Take:
-    """Take the row for the alert entry ``entry_id``, unless it is settled or another entry
-    holds it: one whose claim was renewed (`renew_claim`) within ``lease``.
-
-    A status change forwarded twice puts two copies of an alert on the stream, and two
-    workers may take them at once: the second finds the row held, and waits for it to be
-    settled, or for the claim to lapse (its worker died) and then takes it over. The same
-    entry coming back (reclaimed after its worker died) takes its own row again.
-    """
-    now = datetime.now(UTC)
+async def decide(
+    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, *, due_at: datetime | None
+) -> bool:
+    """Schedule an undecided row's first attempt at ``due_at``, or suppress it (``None``).
+    False when it was decided already (a copy of the alert got there first)."""
+    values: dict[str, object] = (
+        {"delivery_status": "suppressed"} if due_at is None else {"next_attempt_at": due_at}
+    )
     async with sessions() as session, session.begin():
-        taken = await session.execute(
+        decided = await session.execute(
             update(NotificationLog)
             .where(
                 NotificationLog.id == log_id,
-                NotificationLog.delivery_status.not_in(FINAL_STATES),
-                or_(
-                    NotificationLog.claimed_by.is_(None),
-                    NotificationLog.claimed_by == entry_id,
-                    NotificationLog.claimed_at < now - lease,
-                ),
+                NotificationLog.delivery_status == "pending",
+                NotificationLog.next_attempt_at.is_(None),
             )
-            .values(claimed_by=entry_id, claimed_at=now)
+            .values(**values)
         )
-        if getattr(taken, "rowcount", 0) == 1:
-            return Take.TAKEN
-        status = await session.scalar(
-            select(NotificationLog.delivery_status).where(NotificationLog.id == log_id)
+    return getattr(decided, "rowcount", 0) == 1
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    log_id: uuid.UUID
+    channel_id: uuid.UUID | None  # None: the channel was deleted
+    user_id: uuid.UUID | None
+
+
+async def due_rows(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    lease: timedelta,
+    limit: int,
+    busy_channels: Collection[uuid.UUID] = (),
+    busy_users: Collection[uuid.UUID] = (),
+) -> list[DueRow]:
+    """Up to ``limit`` rows whose attempt is due and unclaimed (or whose claim lapsed),
+    soonest first, leaving out channels and accounts that have no room, channels whose
+    receiver asked to wait (Retry-After), and rows behind an older one of their monitor on
+    their channel."""
+    now = datetime.now(UTC)
+    query = (
+        select(NotificationLog.id, NotificationLog.channel_id, AlertChannel.user_id)
+        .outerjoin(AlertChannel, AlertChannel.id == NotificationLog.channel_id)
+        .where(
+            NotificationLog.next_attempt_at <= now,
+            NotificationLog.delivery_status.in_(UNSETTLED_STATES),
+            _unclaimed(now, lease),
+            or_(AlertChannel.retry_after_until.is_(None), AlertChannel.retry_after_until <= now),
+            ~_earlier_unsettled(),
         )
-    return Take.SETTLED if status is None or status in FINAL_STATES else Take.HELD
+        .order_by(NotificationLog.next_attempt_at)
+        .limit(limit)
+    )
+    if busy_channels:
+        query = query.where(NotificationLog.channel_id.not_in(list(busy_channels)))
+    if busy_users:
+        query = query.where(AlertChannel.user_id.not_in(list(busy_users)))
+    async with sessions() as session:
+        return [DueRow(*found) for found in await session.execute(query)]
+
+
+def _earlier_unsettled() -> ColumnElement[bool]:
+    """An older delivery to the same channel about the same monitor is not settled yet:
+    a receiver gets one monitor's alerts in order (never a RECOVERY before its DOWN)."""
+    earlier = aliased(NotificationLog)
+    return (
+        select(earlier.id)
+        .where(
+            earlier.channel_id == NotificationLog.channel_id,
+            earlier.website_id == NotificationLog.website_id,
+            earlier.delivery_status.in_(UNSETTLED_STATES),
+            earlier.event != "SUMMARY",
+            earlier.created_at < NotificationLog.created_at,
+        )
+        .exists()
+    )
+
+
+def _unclaimed(now: datetime, lease: timedelta) -> ColumnElement[bool]:
+    return or_(NotificationLog.claimed_at.is_(None), NotificationLog.claimed_at < now - lease)
+
+
+async def claim_attempt(
+    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, token: str, lease: timedelta
+) -> NotificationLog | None:
+    """Claim a due row for one attempt (``token`` names it); None when it is no longer
+    due, settled, or claimed by another worker whose lease has not lapsed."""
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        claimed = await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.id == log_id,
+                NotificationLog.next_attempt_at <= now,
+                NotificationLog.delivery_status.in_(UNSETTLED_STATES),
+                _unclaimed(now, lease),
+            )
+            .values(claimed_by=token, claimed_at=now)
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            return None
+        return await session.get(NotificationLog, log_id)
 
 
 async def renew_claim(
-    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, entry_id: str
+    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, token: str
 ) -> None:
-    """Keep the row held by ``entry_id`` while it is being delivered."""
+    """Keep the row claimed by the attempt ``token`` while it runs."""
     async with sessions() as session, session.begin():
         await session.execute(
             update(NotificationLog)
-            .where(NotificationLog.id == log_id, NotificationLog.claimed_by == entry_id)
+            .where(
+                NotificationLog.id == log_id,
+                NotificationLog.claimed_by == token,
+                NotificationLog.claimed_at.is_not(None),
+            )
             .values(claimed_at=datetime.now(UTC))
+        )
+
+
+async def update_attempt(
+    sessions: async_sessionmaker[AsyncSession],
+    log_id: uuid.UUID,
+    token: str,
+    *,
+    release: bool,
+    **values: object,
+) -> None:
+    """Record what the attempt ``token`` found (and with ``release``, end its claim). Does
+    nothing once the row is settled or another worker has taken the claim over."""
+    if release:
+        values["claimed_at"] = None
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.id == log_id,
+                NotificationLog.claimed_by == token,
+                NotificationLog.delivery_status.not_in(FINAL_STATES),
+            )
+            .values(**values)
+        )
+
+
+async def hold_channel(
+    sessions: async_sessionmaker[AsyncSession], channel_id: uuid.UUID, until: datetime
+) -> None:
+    """The channel's receiver asked not to be called before ``until``: its rows wait until
+    then (and say so in their due time); no other channel's do."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(AlertChannel)
+            .where(
+                AlertChannel.id == channel_id,
+                or_(
+                    AlertChannel.retry_after_until.is_(None), AlertChannel.retry_after_until < until
+                ),
+            )
+            .values(retry_after_until=until)
+        )
+        await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.channel_id == channel_id,
+                NotificationLog.delivery_status.in_(UNSETTLED_STATES),
+                NotificationLog.next_attempt_at < until,
+            )
+            .values(next_attempt_at=until)
         )
 
 

@@ -202,6 +202,9 @@ class AlertChannel(Base):
     secret: Mapped[str | None] = mapped_column(String(128))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The receiver answered 429 or 503 with Retry-After: nothing goes to this channel before
+    # then (capped by NOTIFY_RETRY_MAX_SECONDS); other channels are not held back.
+    retry_after_until: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("user_id", "type", "target"),  # duplicates -> 409; list by owner
@@ -228,10 +231,15 @@ class NotificationLog(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
-    # Who is delivering the row, and since when: the stream entry of the alert, which
-    # renews `claimed_at` while it works (a second copy of the same alert, on another
-    # entry, waits for it); for a flapping summary only `claimed_at`, set by the sweeper.
-    # A claim that has lapsed was left by a worker that died, and may be taken over.
+    # The alert as its stream entry carried it (JSON of its fields), so that a retry sends
+    # exactly what the first attempt sent; null for a flapping summary (built when sent).
+    alert: Mapped[str | None] = mapped_column(Text)
+    # When the next attempt is due; null while the row is being recorded and once it is
+    # settled. The notification workers' due loop picks rows whose time has come.
+    next_attempt_at: Mapped[datetime | None]
+    # Who is making an attempt, and since when: a token of one attempt by one worker, which
+    # renews `claimed_at` while it works; `claimed_at` is null between attempts. A claim
+    # that has lapsed was left by a worker that died, and may be taken over.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -240,4 +248,5 @@ class NotificationLog(Base):
         UniqueConstraint("incident_id", "channel_id", "event"),
         Index(None, "website_id", "created_at"),  # a monitor's notifications, newest first
         Index(None, "channel_id"),  # SET NULL when a channel is deleted
+        Index(None, "next_attempt_at"),  # the due loop: rows whose attempt is due
     )
