@@ -17,7 +17,7 @@ from runstate.consumer import PermanentFailure
 from runstate.domain.events import Alert, AlertEvent, StatusChange, status_change_event_id
 from runstate.domain.status import Status
 from runstate.metrics import PipelineMetrics
-from runstate.pipeline.status_change import StatusChangeStage
+from runstate.pipeline.status_change import AWAITING_OUTAGE_CAUSE, StatusChangeStage
 from runstate.queue.backend import QueueBackend
 from runstate.queue.base import Entry
 from runstate.storage.db import create_engine, session_factory
@@ -45,6 +45,9 @@ class Setup:
 
     async def incidents(self, website_id: uuid.UUID) -> list[Incident]:
         return await self.db.all(select(Incident).where(Incident.website_id == website_id))
+
+    async def incidents_in_order(self, website_id: uuid.UUID) -> list[Incident]:
+        return sorted(await self.incidents(website_id), key=lambda i: i.started_at)
 
     async def website(self, website_id: uuid.UUID) -> Website:
         found = await self.db.get(Website, website_id)
@@ -75,6 +78,10 @@ def change(website_id: uuid.UUID, to: Status, at: datetime, *, region_id: int = 
         current_status=to,
         occurred_at=at,
     )
+
+
+def utc_ms_int(moment: datetime) -> int:
+    return int(utc_ms(moment).timestamp() * 1000)
 
 
 def entry(of: StatusChange, n: int = 1) -> Entry:
@@ -239,58 +246,208 @@ async def test_the_next_down_after_a_recovery_opens_a_new_incident(setup: Setup)
     assert [a.incident_id for a in alerts] == [incidents[0].id, incidents[0].id, incidents[1].id]
 
 
-async def test_a_newer_down_while_the_incident_is_open_forwards_that_incident_again(
+async def test_a_later_down_while_an_incident_is_open_is_an_incident_of_its_own(
     setup: Setup,
 ) -> None:
-    # E.g. a lost state rebuilt without the DOWN, or a second region confirming it.
+    # The UP between them has not arrived yet: the first outage is cut short at the second,
+    # and the UP, when it comes, resolves the first and sends its RECOVERY, late.
     website = await up_monitor(setup)
-    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
-    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=2)), 2))
+    first = change(website.id, Status.DOWN, BASE + timedelta(minutes=1))
+    second = change(website.id, Status.DOWN, BASE + timedelta(minutes=3))
+    await setup.stage.handle(entry(first))
+    await setup.stage.handle(entry(second, 2))
+
+    cut, open_ = await setup.incidents_in_order(website.id)
+    assert (cut.started_at, cut.resolved_at, cut.is_active) == (
+        first.occurred_at,
+        second.occurred_at,
+        False,
+    )
+    assert cut.resolved_by_event_id is None
+    assert (open_.started_at, open_.resolved_at, open_.is_active) == (
+        second.occurred_at,
+        None,
+        True,
+    )
+    assert [(a.incident_id, a.event, a.late) for a in await setup.alerts()] == [
+        (cut.id, AlertEvent.DOWN, False),
+        (open_.id, AlertEvent.DOWN, False),
+    ]
+
+    between = change(website.id, Status.UP, BASE + timedelta(minutes=2))
+    await setup.stage.handle(entry(between, 3))
+
+    resolved, still_open = await setup.incidents_in_order(website.id)
+    assert (resolved.id, resolved.resolved_at) == (cut.id, between.occurred_at)
+    assert resolved.resolved_by_event_id == between.event_id
+    assert still_open.is_active
+    *_, recovery = await setup.alerts()
+    assert recovery == Alert.for_change(between, cut.id, late=True)
+    moved = await setup.website(website.id)
+    assert (moved.current_status, moved.status_changed_at) == ("down", second.occurred_at)
+
+
+async def test_an_up_handled_before_its_down_is_kept_and_the_down_completes_its_incident(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    down = change(website.id, Status.DOWN, BASE + timedelta(seconds=30))
+    up = change(website.id, Status.UP, BASE + timedelta(seconds=90))
+    await setup.db.add(
+        WebsiteCheck(
+            website_id=website.id,
+            region_id=setup.db.region_id,
+            status="down",
+            status_code=503,
+            error="status 503 not in 200-399",
+            created_at=down.occurred_at,
+        ),
+        WebsiteCheck(
+            website_id=website.id,
+            region_id=setup.db.region_id,
+            status="up",
+            status_code=200,
+            created_at=up.occurred_at,
+        ),
+    )
+
+    await setup.stage.handle(entry(up))
+
+    assert await setup.alerts() == []  # nobody was told of an outage yet
+    moved = await setup.website(website.id)
+    assert (moved.current_status, moved.status_changed_at) == ("up", up.occurred_at)
+
+    await setup.stage.handle(entry(down, 2))
 
     [incident] = await setup.incidents(website.id)
-    assert incident.is_active
-    assert [a.incident_id for a in await setup.alerts()] == [incident.id, incident.id]
+    assert (incident.started_at, incident.resolved_at) == (down.occurred_at, up.occurred_at)
+    assert (incident.opened_by_event_id, incident.resolved_by_event_id) == (
+        down.event_id,
+        up.event_id,
+    )
+    assert not incident.is_active
+    assert incident.cause == "status 503 not in 200-399"
+    assert await setup.alerts() == [
+        Alert.for_change(down, incident.id, late=True),
+        Alert.for_change(up, incident.id, late=True),
+    ]
+    unchanged = await setup.website(website.id)
+    assert (unchanged.current_status, unchanged.status_changed_at) == ("up", up.occurred_at)
+    assert setup.count("runstate_incidents_opened_total") == 1
+    assert setup.count("runstate_incidents_resolved_total") == 1
+
+    await setup.stage.handle(entry(down, 2))  # redelivered: the same alerts again
+    await setup.stage.handle(entry(up))
+    assert len(await setup.incidents(website.id)) == 1
+    again = [(a.incident_id, a.event, a.event_id) for a in await setup.alerts()]
+    assert again[2:] == [*again[:2], again[1]]
 
 
-async def test_a_stale_change_changes_nothing_and_forwards_nothing(setup: Setup) -> None:
+async def test_a_down_older_than_the_up_the_monitor_shows_unrecorded_ends_at_that_up(
+    setup: Setup,
+) -> None:
+    # A recovery applied before incidents recorded every change: the monitor shows it, and
+    # a late DOWN before it is an outage that it ended (not an incident left open).
     shown_since = BASE + timedelta(minutes=5)
     website = await up_monitor(setup, since=shown_since)
+    late = change(website.id, Status.DOWN, BASE + timedelta(minutes=4))
 
-    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=4))))
+    await setup.stage.handle(entry(late))
 
-    assert await setup.incidents(website.id) == []
+    [incident] = await setup.incidents(website.id)
+    assert (incident.started_at, incident.resolved_at, incident.is_active) == (
+        late.occurred_at,
+        shown_since,
+        False,
+    )
+    shown_up = status_change_event_id(website.id, utc_ms_int(shown_since))
+    assert incident.resolved_by_event_id == shown_up
+    assert [(a.event, a.late, a.event_id) for a in await setup.alerts()] == [
+        (AlertEvent.DOWN, True, late.event_id),
+        (AlertEvent.RECOVERY, True, shown_up),
+    ]
     unchanged = await setup.website(website.id)
-    assert unchanged.current_status == "up"
-    assert unchanged.status_changed_at == shown_since
-    assert await setup.alerts() == []
+    assert (unchanged.current_status, unchanged.status_changed_at) == ("up", shown_since)
 
 
-async def test_a_change_older_than_the_recovery_already_applied_does_not_reopen(
+async def test_a_down_inside_a_resolved_incident_becomes_its_own_with_that_incidents_up(
     setup: Setup,
 ) -> None:
     website = await up_monitor(setup)
-    await setup.stage.handle(entry(change(website.id, Status.DOWN, BASE + timedelta(minutes=1))))
-    await setup.stage.handle(entry(change(website.id, Status.UP, BASE + timedelta(minutes=3))))
+    first = change(website.id, Status.DOWN, BASE + timedelta(minutes=1))
+    up = change(website.id, Status.UP, BASE + timedelta(minutes=3))
+    await setup.stage.handle(entry(first))
+    await setup.stage.handle(entry(up, 2))
 
     late = change(website.id, Status.DOWN, BASE + timedelta(minutes=2))
     await setup.stage.handle(entry(late, 3))
 
-    [incident] = await setup.incidents(website.id)
-    assert not incident.is_active
+    cut, split = await setup.incidents_in_order(website.id)
+    assert (cut.started_at, cut.resolved_at, cut.resolved_by_event_id) == (
+        first.occurred_at,
+        late.occurred_at,
+        None,
+    )
+    assert (split.started_at, split.resolved_at, split.resolved_by_event_id) == (
+        late.occurred_at,
+        up.occurred_at,
+        up.event_id,
+    )
+    assert not cut.is_active
+    assert not split.is_active
+    _, _, *forwarded = await setup.alerts()
+    assert forwarded == [
+        Alert.for_change(late, split.id, late=True),
+        Alert.for_change(up, split.id, late=True),
+    ]
     assert (await setup.website(website.id)).current_status == "up"
-    assert len(await setup.alerts()) == 2
 
 
-async def test_a_recovery_without_an_open_incident_forwards_nothing(setup: Setup) -> None:
+async def test_an_up_inside_a_resolved_incident_resolves_it_and_its_later_up_awaits_an_outage(
+    setup: Setup,
+) -> None:
+    website = await up_monitor(setup)
+    down = change(website.id, Status.DOWN, BASE + timedelta(minutes=1))
+    later_up = change(website.id, Status.UP, BASE + timedelta(minutes=4))
+    await setup.stage.handle(entry(down))
+    await setup.stage.handle(entry(later_up, 2))
+
+    up = change(website.id, Status.UP, BASE + timedelta(minutes=2))
+    await setup.stage.handle(entry(up, 3))
+
+    resolved, awaiting = await setup.incidents_in_order(website.id)
+    assert (resolved.resolved_at, resolved.resolved_by_event_id) == (up.occurred_at, up.event_id)
+    assert awaiting.opened_by_event_id is None
+    assert awaiting.resolved_by_event_id == later_up.event_id
+    assert awaiting.started_at == awaiting.resolved_at == later_up.occurred_at
+    assert awaiting.cause == AWAITING_OUTAGE_CAUSE
+
+    between = change(website.id, Status.DOWN, BASE + timedelta(minutes=3))
+    await setup.stage.handle(entry(between, 4))
+
+    first, second = await setup.incidents_in_order(website.id)
+    assert (first.started_at, first.resolved_at) == (down.occurred_at, up.occurred_at)
+    assert (second.id, second.started_at, second.resolved_at) == (
+        awaiting.id,
+        between.occurred_at,
+        later_up.occurred_at,
+    )
+
+
+async def test_a_recovery_with_no_outage_before_it_forwards_nothing(setup: Setup) -> None:
     user = await setup.db.user()
     website = await setup.db.website(
         user, "https://example.com/", current_status="down", status_changed_at=BASE
     )
+    up = change(website.id, Status.UP, BASE + timedelta(minutes=1))
 
-    await setup.stage.handle(entry(change(website.id, Status.UP, BASE + timedelta(minutes=1))))
+    await setup.stage.handle(entry(up))
 
-    assert await setup.incidents(website.id) == []
+    [awaiting] = await setup.incidents(website.id)
+    assert awaiting.opened_by_event_id is None
+    assert not awaiting.is_active
     assert await setup.alerts() == []
+    assert (await setup.website(website.id)).current_status == "up"
 
 
 async def test_a_change_of_a_deleted_monitor_forwards_nothing(setup: Setup) -> None:
