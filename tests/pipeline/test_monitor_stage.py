@@ -15,18 +15,20 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 
 from runstate.checks.http import HttpCheck
-from runstate.consumer import DONE, Outcome, Verdict
+from runstate.consumer import DONE, Consumer, ConsumerOptions, Outcome, Verdict
 from runstate.domain.events import CheckJob, StatusChange, status_change_event_id
 from runstate.domain.status import MonitorState, Status
+from runstate.metrics import PipelineMetrics
 from runstate.pipeline.monitor import MonitoringStage
 from runstate.pipeline.status_change import StatusChangeStage
-from runstate.queue.backend import QueueBackend
+from runstate.queue.backend import QueueBackend, open_backend
 from runstate.queue.base import DueCheck, Entry
 from runstate.storage.tables import User, Website, WebsiteCheck
 from tests.pipeline.conftest import (
     MakeMonitoringStage,
     StageDb,
     Targets,
+    TcpProxy,
     lose_monitor_states,
     publish_and_read,
     stream_entries,
@@ -365,3 +367,100 @@ async def test_checks_beyond_the_cap_of_one_host_wait_without_holding_a_slot(
     assert settled == dict.fromkeys((e.id for e in entries[:-1]), DONE)
     assert setup.targets.hits.count("hung") == 4
     assert stage.read_ahead.free == 10
+
+
+# -- outages and dead letters ------------------------------------------------------------------
+
+
+async def test_a_dead_lettered_check_releases_its_monitors_pending_mark(
+    setup: Setup, stage_prefix: str
+) -> None:
+    """A job no retry can fix goes to the dead-letter stream and its monitor's pending mark
+    goes with it: the monitor is checked again at its next due time, not minutes later."""
+    user = await setup.db.user()
+    website = await setup.monitor(user, "fine")
+    due = [DueCheck(website.id, stale_after_ms=3_600_000)]
+    now_ms = at_ms(datetime.now(UTC))
+    assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True]
+    malformed = {**job(website).to_fields(), "timeout_ms": "soon"}
+    stream = f"{stage_prefix}:monitoring"
+    consumer = Consumer(
+        queue=setup.backend.queue,
+        stream=stream,
+        group="monitoring",
+        name="m1",
+        handler=setup.stage.handle_batch,
+        dead_letter_stream=f"{stream}:dlq",
+        options=ConsumerOptions(block_ms=50, reclaim_idle_seconds=1),
+        release=setup.stage.release_dead_letters,
+    )
+    await setup.backend.queue.ensure_group(stream, "monitoring")
+    await setup.backend.queue.publish(stream, [malformed, {"website_id": "not a uuid"}])
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        for _ in range(250):
+            if consumer.counters.dead_lettered == 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await running
+    assert consumer.counters.dead_lettered == 2
+    assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True], "released"
+    await setup.backend.pending.release([website.id])
+
+
+@pytest.mark.redis
+async def test_results_met_by_a_redis_outage_wait_in_place_and_are_written_once(
+    stage_db: StageDb,
+    stage_metrics: PipelineMetrics,
+    stage_prefix: str,
+    http_targets: Targets,
+    redis_proxy: tuple[TcpProxy, str],
+) -> None:
+    """Redis gone while a group of results is recorded: the database write is not repeated,
+    the state update waits until Redis is back, and the entry is DONE, not retried."""
+    proxy, proxied_url = redis_proxy
+    backend = open_backend(proxied_url)
+    check = HttpCheck(allow_private=True)
+    stage = MonitoringStage(
+        sessions=stage_db.sessions,
+        states=backend.states,
+        pending=backend.pending,
+        check=check,
+        region_id=stage_db.region_id,
+        status_change_stream=f"{stage_prefix}:status-change",
+        metrics=stage_metrics,
+        outage_retry_max_seconds=0.2,
+    )
+    user = await stage_db.user()
+    website = await stage_db.website(user, http_targets.url("up"))
+    stream = f"{stage_prefix}:monitoring"
+    try:
+        [entry] = await publish_and_read(backend.queue, stream, [job(website).to_fields()])
+        await proxy.cut()
+        handled = asyncio.create_task(_outcomes(stage, [entry]))
+        await asyncio.sleep(1.5)  # the outage: longer than a few retries
+        assert not handled.done(), "waiting for Redis, not given up"
+        await proxy.restore()
+        assert await asyncio.wait_for(handled, 10) == {entry.id: DONE}
+        assert stage.outages.outages >= 1
+        rows = await stage_db.all(select(WebsiteCheck).where(WebsiteCheck.website_id == website.id))
+        assert len(rows) == 1, "the database write is not repeated"
+        state = await backend.states.get(website.id)
+        assert state is not None
+        assert state.status is Status.UP
+    finally:
+        await stage.aclose()
+        await check.aclose()
+        if backend.redis is not None:
+            await backend.redis.delete(stream, f"{stage_prefix}:status-change")
+        await backend.aclose()
+
+
+async def _outcomes(stage: MonitoringStage, entries: list[Entry]) -> dict[str, Outcome]:
+    found: dict[str, Outcome] = {}
+    async for part in stage.handle_batch(entries):
+        found |= part
+    return found
