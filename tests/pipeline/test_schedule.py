@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.domain.events import CheckJob
 from runstate.metrics import PipelineMetrics
@@ -108,10 +109,14 @@ class Setup:
         metrics: PipelineMetrics | None = None,
         *,
         lease_seconds: float = LEASE,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        **options: Any,
     ) -> Scheduler:
+        """A scheduler on the test's database and queue; ``options`` override the
+        `SchedulerOptions` (``reconcile_seconds``, ``outage_retry_max_seconds``, …)."""
         backend = backend or self.backend
         return Scheduler(
-            sessions=self.db.sessions,
+            sessions=sessions or self.db.sessions,
             queue=backend.queue,
             pending=backend.pending,
             lease=backend.lease,
@@ -124,6 +129,7 @@ class Setup:
                 lease_seconds=lease_seconds,
                 lease_name=f"{self.prefix}:scheduler",
                 load_chunk=64,  # several chunks per load
+                **options,
             ),
         )
 
