@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 
 from runstate.settings import SECRET_SETTINGS, Settings
 from tests.api.server import PASSWORD, postgres_database
@@ -97,7 +98,7 @@ def _fetch(url: str, query: str) -> list[asyncpg.Record]:
 def test_help_lists_one_command_per_process(tmp_path: Path) -> None:
     result = runstate("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert {"up", "api", "scheduler", "worker", "migrate"} <= command_names(result.stdout)
+    assert {"up", "api", "scheduler", "worker", "migrate", "dlq"} <= command_names(result.stdout)
 
 
 def test_worker_help_lists_the_three_workers(tmp_path: Path) -> None:
@@ -386,3 +387,170 @@ def test_a_pipeline_process_with_unreachable_redis_fails_fast_naming_redis_url(
     )
     assert result.returncode == 1
     assert_one_line_error(result, "runstate: REDIS_URL: cannot reach Redis")
+
+
+# --- dlq ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeadLetterStreams:
+    """Stream names of their own in the test Redis, the environment naming them, and a
+    client to seed and inspect them."""
+
+    client: redis.Redis
+    env: dict[str, str]
+    monitoring: str
+
+    def dead_letter(self, stream: str, fields: dict[str, str], reason: str) -> str:
+        """Dead-letter an entry as the consume loop does; its dead-letter id."""
+        entry_id = self.client.xadd(stream, {"n": "0"}).decode()
+        self.client.xdel(stream, entry_id)
+        letter = {
+            **fields,
+            "dead_letter_reason": reason,
+            "dead_letter_stream": stream,
+            "dead_letter_entry_id": entry_id,
+            "dead_letter_deliveries": "5",
+        }
+        return str(self.client.xadd(f"{stream}:dlq", letter).decode())
+
+    def entries(self, stream: str) -> list[tuple[str, dict[str, str]]]:
+        return [
+            (i.decode(), {k.decode(): v.decode() for k, v in raw.items()})
+            for i, raw in self.client.xrange(stream)
+        ]
+
+
+@pytest.fixture
+def dlq_streams(redis_url: str) -> Iterator[DeadLetterStreams]:
+    prefix = f"test:{uuid.uuid4().hex[:10]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "MONITORING_STREAM": f"{prefix}:monitoring",
+        "STATUS_CHANGE_STREAM": f"{prefix}:status-change",
+        "NOTIFICATION_STREAM": f"{prefix}:notification",
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield DeadLetterStreams(client, env, env["MONITORING_STREAM"])
+    finally:
+        client.delete(*(key for key in client.scan_iter(match=f"{prefix}:*")))
+        client.close()
+
+
+def job_fields(url: str = "https://example.com/") -> dict[str, str]:
+    return {"website_id": str(uuid.uuid4()), "url": url, "scheduled_at": "2026-11-30T10:00:00Z"}
+
+
+def test_dlq_list_shows_each_dead_letter_with_its_reason_and_fields_and_no_password(
+    tmp_path: Path, dlq_streams: DeadLetterStreams
+) -> None:
+    streams = dlq_streams
+    job = job_fields("https://ops:hunter2@example.com/health")
+    first = streams.dead_letter(streams.monitoring, job, "failed 5 times; last: boom")
+    second = streams.dead_letter(streams.monitoring, job_fields(), "malformed check job")
+
+    for name in ("monitoring", streams.monitoring, f"{streams.monitoring}:dlq"):
+        result = runstate("dlq", "list", name, cwd=tmp_path, timeout=30, **streams.env)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert out.startswith(f"{first}  "), out
+        head = out.splitlines()[0]
+        assert "deliveries 5" in head
+        assert head.endswith("failed 5 times; last: boom")
+        assert f"    website_id: {job['website_id']}" in out
+        assert "    url: https://ops:***@example.com/health" in out
+        assert "hunter2" not in out
+        assert "dead_letter_" not in out
+        assert second in out
+        assert out.splitlines()[-1] == f"2 dead letters in {streams.monitoring}:dlq"
+
+    as_json = runstate("dlq", "list", "monitoring", "--json", cwd=tmp_path, **streams.env)
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [row["id"] for row in rows] == [first, second]
+    assert rows[0]["fields"]["website_id"] == job["website_id"]
+    assert rows[0]["reason"] == "failed 5 times; last: boom"
+    assert rows[0]["deliveries"] == "5"
+
+
+def test_dlq_replay_puts_the_original_entries_back_and_removes_only_them(
+    tmp_path: Path, dlq_streams: DeadLetterStreams
+) -> None:
+    streams = dlq_streams
+    jobs = [job_fields() for _ in range(3)]
+    ids = [streams.dead_letter(streams.monitoring, job, "failed") for job in jobs]
+
+    result = runstate("dlq", "replay", "monitoring", ids[0], ids[2], cwd=tmp_path, **streams.env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"replayed 2 dead letters onto {streams.monitoring}"
+    assert [fields for _, fields in streams.entries(streams.monitoring)] == [jobs[0], jobs[2]]
+    assert [i for i, _ in streams.entries(f"{streams.monitoring}:dlq")] == [ids[1]]
+
+    everything = runstate("dlq", "replay", "monitoring", "--all", cwd=tmp_path, **streams.env)
+    assert everything.returncode == 0, everything.stderr
+    assert [fields for _, fields in streams.entries(streams.monitoring)] == [
+        jobs[0],
+        jobs[2],
+        jobs[1],
+    ]
+    assert streams.entries(f"{streams.monitoring}:dlq") == []
+
+
+def test_dlq_drop_removes_the_named_dead_letters_or_all_of_them(
+    tmp_path: Path, dlq_streams: DeadLetterStreams
+) -> None:
+    streams = dlq_streams
+    stream = streams.env["STATUS_CHANGE_STREAM"]
+    ids = [streams.dead_letter(stream, {"event_id": str(n)}, "malformed") for n in range(3)]
+
+    one = runstate("dlq", "drop", "status-change", ids[1], cwd=tmp_path, **streams.env)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == f"dropped 1 dead letter from {stream}:dlq"
+    assert [i for i, _ in streams.entries(f"{stream}:dlq")] == [ids[0], ids[2]]
+
+    rest = runstate("dlq", "drop", stream, "--all", cwd=tmp_path, **streams.env)
+    assert rest.returncode == 0, rest.stderr
+    assert streams.entries(f"{stream}:dlq") == []
+    assert streams.entries(stream) == [], "nothing replayed"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["list", "checks"], "runstate: unknown stream 'checks': use one of monitoring, "),
+        (["replay", "monitoring", "1-0"], "runstate: no dead letter 1-0 in "),
+        (["drop", "monitoring", "yesterday"], "runstate: no dead letter yesterday in "),
+        (["replay", "monitoring"], "runstate: name the dead letters by id, or give --all"),
+        (["drop", "monitoring", "1-0", "--all"], "runstate: give dead-letter ids or --all"),
+    ],
+)
+def test_dlq_refuses_unknown_streams_and_ids_with_one_line_and_changes_nothing(
+    tmp_path: Path, dlq_streams: DeadLetterStreams, args: list[str], error: str
+) -> None:
+    streams = dlq_streams
+    kept = streams.dead_letter(streams.monitoring, job_fields(), "failed")
+    result = runstate("dlq", *args, cwd=tmp_path, timeout=30, **streams.env)
+    assert result.returncode == 2
+    assert_one_line_error(result, error)
+    assert [i for i, _ in streams.entries(f"{streams.monitoring}:dlq")] == [kept]
+    assert streams.entries(streams.monitoring) == []
+
+
+def test_dlq_without_redis_says_in_one_line_that_up_keeps_its_dead_letters_in_memory(
+    tmp_path: Path,
+) -> None:
+    result = runstate("dlq", "list", "monitoring", cwd=tmp_path, timeout=15)
+    assert result.returncode == 2
+    line = assert_one_line_error(result, "runstate: REDIS_URL: dead letters are kept in Redis")
+    assert "`runstate up` without it keeps them in its own memory" in line
+
+
+def test_dlq_with_an_unreachable_redis_fails_with_one_line_naming_redis_url(
+    tmp_path: Path,
+) -> None:
+    result = runstate(
+        "dlq", "list", "monitoring", cwd=tmp_path, timeout=30, REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    assert result.returncode == 1
+    assert_one_line_error(result, "runstate: REDIS_URL: cannot reach Redis at redis://127.0.0.1:1")

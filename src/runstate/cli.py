@@ -7,8 +7,8 @@ import errno
 import logging
 import socket
 import sys
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Coroutine, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from prometheus_client import CollectorRegistry
@@ -17,6 +17,7 @@ from runstate.settings import Settings, SettingsError, load_settings
 from runstate.storage.urls import redacted
 
 if TYPE_CHECKING:
+    from runstate.dlq import DeadLetters
     from runstate.processes import Pipeline
     from runstate.runtime import Component
 
@@ -31,6 +32,16 @@ worker_app = typer.Typer(
     help="Run one pipeline worker.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(worker_app, name="worker")
+dlq_app = typer.Typer(
+    help=(
+        "List, replay and drop the dead letters of a stream (monitoring, status-change,"
+        " notification, or a stream's full name). Needs REDIS_URL: `runstate up` with its"
+        " in-process queue keeps dead letters in its own memory, out of reach."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dlq_app, name="dlq")
 
 log = logging.getLogger("runstate")
 
@@ -319,6 +330,97 @@ def worker_notification() -> None:
     settings = _settings("worker-notification")
     _needs_services(settings, "worker notification")
     _run(_run_pipeline_part(settings, "worker-notification", ["notification"]))
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+STREAM_ARGUMENT = typer.Argument(
+    help="monitoring, status-change, notification, or the stream's full name"
+)
+IDS_ARGUMENT = typer.Argument(help="dead-letter ids, as `dlq list` shows them")
+ALL_OPTION = typer.Option("--all", help="every dead letter of the stream")
+
+
+def _dead_letters(stream: str) -> tuple[DeadLetters, Settings]:
+    """The dead letters of ``stream`` in the configured Redis; one line and exit 2 when
+    there is none to reach or the stream is unknown."""
+    from redis import Redis
+
+    from runstate.dlq import DeadLetterError, DeadLetters, resolve_stream
+
+    settings = _settings("dlq")
+    url = settings.redis_url
+    if url is None:
+        fail(
+            "REDIS_URL: dead letters are kept in Redis: set REDIS_URL (or REDIS_ADDR) to the"
+            " workers' Redis (`runstate up` without it keeps them in its own memory)"
+        )
+    try:
+        name = resolve_stream(settings, stream)
+    except DeadLetterError as exc:
+        fail(str(exc))
+    client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    return DeadLetters(client, name), settings
+
+
+@contextlib.contextmanager
+def _reaching_redis(settings: Settings) -> Iterator[None]:
+    """One line for what cannot be done (exit 2) or a Redis that does not answer (exit 1)."""
+    from redis.exceptions import RedisError
+
+    from runstate.dlq import DeadLetterError
+
+    try:
+        yield
+    except DeadLetterError as exc:
+        fail(str(exc))
+    except RedisError as exc:
+        setting = "REDIS_URL" if settings.REDIS_URL else "REDIS_ADDR"
+        where = redacted(settings.redis_url or "")
+        fail(f"{setting}: cannot reach Redis at {where}: {exc}", EXIT_UNAVAILABLE)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    stream: Annotated[str, STREAM_ARGUMENT],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Show each dead letter: id, time, deliveries, reason, and the entry's fields."""
+    letters, settings = _dead_letters(stream)
+    with _reaching_redis(settings), letters.redis:
+        found = letters.all()
+    for letter in found:
+        print(letter.as_json() if as_json else letter.as_text())
+    if not as_json:
+        print(f"{len(found)} dead letter{'' if len(found) == 1 else 's'} in {letters.name}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stream: Annotated[str, STREAM_ARGUMENT],
+    ids: Annotated[list[str] | None, IDS_ARGUMENT] = None,
+    every: Annotated[bool, ALL_OPTION] = False,
+) -> None:
+    """Put dead letters back onto their stream, then remove them from the dead letters.
+
+    Each goes back as it was first published and is handled again as a new entry."""
+    letters, settings = _dead_letters(stream)
+    with _reaching_redis(settings), letters.redis:
+        replayed = letters.replay(letters.chosen(ids or [], every))
+    print(f"replayed {replayed} dead letter{'' if replayed == 1 else 's'} onto {letters.stream}")
+
+
+@dlq_app.command("drop")
+def dlq_drop(
+    stream: Annotated[str, STREAM_ARGUMENT],
+    ids: Annotated[list[str] | None, IDS_ARGUMENT] = None,
+    every: Annotated[bool, ALL_OPTION] = False,
+) -> None:
+    """Remove dead letters for good."""
+    letters, settings = _dead_letters(stream)
+    with _reaching_redis(settings), letters.redis:
+        dropped = letters.drop(letters.chosen(ids or [], every))
+    print(f"dropped {dropped} dead letter{'' if dropped == 1 else 's'} from {letters.name}")
 
 
 def main() -> None:
