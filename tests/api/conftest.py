@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,31 @@ def api_settings(database_url: str, data_dir: Path, **overrides: object) -> Sett
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def api(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def serve_on(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: str,
+    **overrides: object,
 ) -> Iterator[ApiServer]:
-    data_dir = tmp_path_factory.mktemp(f"api-{request.param}")
-    if request.param == "sqlite":
-        settings = api_settings(f"sqlite:///{data_dir / 'runstate.db'}", data_dir)
-        with serve(settings, "sqlite") as server:
+    """An API on a new database of ``backend`` ("sqlite" or "postgres"), with ``overrides``."""
+    data_dir = tmp_path_factory.mktemp(f"api-{backend}")
+    if backend == "sqlite":
+        url = f"sqlite:///{data_dir / 'runstate.db'}"
+        with serve(api_settings(url, data_dir, **overrides), backend) as server:
             yield server
         return
     admin_url = request.getfixturevalue("postgres_admin_url")
     with (
         postgres_database(admin_url) as url,
-        serve(api_settings(url, data_dir), "postgres") as server,
+        serve(api_settings(url, data_dir, **overrides), backend) as server,
     ):
+        yield server
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    with serve_on(request, tmp_path_factory, request.param) as server:
         yield server
