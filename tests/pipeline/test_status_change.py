@@ -5,6 +5,8 @@ monitor's status moved only forward, and exactly the alerts that should follow."
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,16 +15,31 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
+from runstate.checks.http import HttpCheck
 from runstate.consumer import PermanentFailure
-from runstate.domain.events import Alert, AlertEvent, StatusChange, status_change_event_id
+from runstate.domain.events import (
+    Alert,
+    AlertEvent,
+    CheckJob,
+    StatusChange,
+    status_change_event_id,
+)
 from runstate.domain.status import Status
 from runstate.metrics import PipelineMetrics
+from runstate.pipeline.monitor import MonitoringStage
 from runstate.pipeline.status_change import AWAITING_OUTAGE_CAUSE, StatusChangeStage
 from runstate.queue.backend import QueueBackend
 from runstate.queue.base import Entry
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.tables import Incident, Website, WebsiteCheck
-from tests.pipeline.conftest import StageDb, stream_entries, utc_ms
+from tests.pipeline.conftest import (
+    MakeMonitoringStage,
+    StageDb,
+    Targets,
+    publish_and_read,
+    stream_entries,
+    utc_ms,
+)
 
 BASE = utc_ms(datetime.now(UTC) - timedelta(minutes=10))
 
@@ -480,3 +497,195 @@ async def test_a_malformed_change_is_a_permanent_failure(
     with pytest.raises(PermanentFailure, match="malformed status change"):
         await setup.stage.handle(Entry("1-0", fields))
     assert await setup.alerts() == []
+
+
+# -- the order changes arrive in does not matter -------------------------------------------
+
+ORDERINGS = list(itertools.permutations(range(4)))
+
+
+def two_outages(website_id: uuid.UUID) -> list[StatusChange]:
+    """DOWN1, UP1, DOWN2, UP2, a minute apart."""
+    return [
+        change(website_id, to, BASE + timedelta(minutes=minute))
+        for minute, to in enumerate((Status.DOWN, Status.UP, Status.DOWN, Status.UP), 1)
+    ]
+
+
+async def assert_two_outages_recorded(
+    setup: Setup,
+    website_id: uuid.UUID,
+    changes: list[StatusChange],
+    ordering: object,
+    *,
+    in_turn: bool = True,
+) -> list[tuple[uuid.UUID, AlertEvent]]:
+    """Each DOWN -> UP is its own resolved incident, the monitor shows the newest change,
+    and each incident's DOWN and RECOVERY were forwarded (the DOWN first when the changes
+    were handled ``in_turn``: workers racing publish in the order they finish); the
+    (incident, event) pairs forwarded, in order."""
+    down1, up1, down2, up2 = changes
+    incidents = await setup.incidents_in_order(website_id)
+    assert [
+        (
+            i.started_at,
+            i.resolved_at,
+            i.opened_by_event_id,
+            i.resolved_by_event_id,
+            i.is_active,
+        )
+        for i in incidents
+    ] == [
+        (down1.occurred_at, up1.occurred_at, down1.event_id, up1.event_id, False),
+        (down2.occurred_at, up2.occurred_at, down2.event_id, up2.event_id, False),
+    ], ordering
+    shown = await setup.website(website_id)
+    assert (shown.current_status, shown.status_changed_at) == ("up", up2.occurred_at), ordering
+    alerts = [a for a in await setup.alerts() if a.website_id == website_id]
+    forwarded = [(a.incident_id, a.event) for a in alerts]
+    first, second = (i.id for i in incidents)
+    expected = {(i, e) for i in (first, second) for e in (AlertEvent.DOWN, AlertEvent.RECOVERY)}
+    assert set(forwarded) == expected, ordering
+    for incident_id in (first, second):
+        events = [e for i, e in forwarded if i == incident_id]
+        assert events[0] is AlertEvent.DOWN or not in_turn, ordering
+    downs = {a.incident_id: a.event_id for a in alerts if a.event is AlertEvent.DOWN}
+    assert downs == {first: down1.event_id, second: down2.event_id}, ordering
+    return forwarded
+
+
+async def test_every_ordering_of_two_outages_gives_two_incidents_and_their_four_alerts(
+    setup: Setup,
+) -> None:
+    for ordering in ORDERINGS:
+        website = await up_monitor(setup)
+        changes = two_outages(website.id)
+        for n in ordering:
+            await setup.stage.handle(entry(changes[n], n + 1))
+        forwarded = await assert_two_outages_recorded(setup, website.id, changes, ordering)
+
+        # Every change redelivered, in the same order: nothing new.
+        for n in ordering:
+            await setup.stage.handle(entry(changes[n], n + 1))
+        again = await assert_two_outages_recorded(setup, website.id, changes, ordering)
+        assert set(again) == set(forwarded)
+
+
+async def test_two_workers_racing_on_shuffled_changes_of_several_monitors_agree(
+    setup: Setup,
+) -> None:
+    # Each worker handles every change (each is delivered twice), in its own order.
+    other_engine = create_engine(setup.db.url)
+    other = StatusChangeStage(
+        session_factory(other_engine),
+        setup.backend.queue,
+        setup.notification_stream,
+        setup.metrics,
+    )
+    shuffle = random.Random(10)
+    try:
+        websites = [await up_monitor(setup) for _ in range(6)]
+        plans = {w.id: two_outages(w.id) for w in websites}
+        work = []
+        for stage in (setup.stage, other):
+            for changes in plans.values():
+                mine = changes[:]
+                shuffle.shuffle(mine)
+                work.append(handle_in_turn(stage, mine))
+        await asyncio.gather(*work)
+    finally:
+        await other_engine.dispose()
+
+    for website_id, changes in plans.items():
+        await assert_two_outages_recorded(setup, website_id, changes, "raced", in_turn=False)
+    assert setup.count("runstate_incidents_opened_total") == 2 * len(plans)
+
+
+async def handle_in_turn(stage: StatusChangeStage, changes: list[StatusChange]) -> None:
+    for n, one in enumerate(changes, 1):
+        await stage.handle(entry(one, n))
+
+
+# -- a monitor down from its very first check ----------------------------------------------
+
+
+async def check_once(
+    setup: Setup, monitoring: MonitoringStage, website: Website, prefix: str
+) -> None:
+    """One check of ``website`` by the monitoring stage, then every status change it emitted
+    through the status-change stage, as the two workers would."""
+    job = CheckJob(
+        website_id=website.id,
+        url=website.url,
+        method=website.method,
+        timeout_ms=5000,
+        expected_status=website.expected_status,
+        keyword=website.keyword,
+        confirmations=website.confirmations,
+        recovery_confirmations=website.recovery_confirmations,
+        interval_seconds=website.interval_seconds,
+        scheduled_at=datetime.now(UTC),
+    )
+    queue = setup.backend.queue
+    entries = await publish_and_read(queue, f"{prefix}:monitoring", [job.to_fields()])
+    async for _ in monitoring.handle_batch(entries):
+        pass
+    changes = f"{prefix}:status-change"
+    await queue.ensure_group(changes, "status-change")
+    for emitted in await queue.read(changes, "status-change", "w", count=100, block_ms=0):
+        await setup.stage.handle(emitted)
+
+
+@pytest.mark.parametrize("confirmations", [1, 3])
+async def test_a_monitor_down_from_its_first_checks_opens_an_incident_and_alerts(
+    setup: Setup,
+    make_monitoring_stage: MakeMonitoringStage,
+    http_targets: Targets,
+    stage_prefix: str,
+    confirmations: int,
+) -> None:
+    check = HttpCheck(allow_private=True)
+    monitoring = make_monitoring_stage(check, concurrency=10)
+    try:
+        user = await setup.db.user()
+        http_targets.codes["broken"] = 503
+        website = await setup.db.website(
+            user, http_targets.url("broken"), confirmations=confirmations
+        )
+        for _ in range(confirmations - 1):
+            await check_once(setup, monitoring, website, stage_prefix)
+            assert await setup.incidents(website.id) == []
+            assert await setup.alerts() == []
+        await check_once(setup, monitoring, website, stage_prefix)
+        await check_once(setup, monitoring, website, stage_prefix)  # still down: nothing new
+    finally:
+        await check.aclose()
+
+    [incident] = await setup.incidents(website.id)
+    assert incident.is_active
+    assert incident.cause == "status 503 not in 200-399"
+    [alert] = await setup.alerts()
+    assert (alert.incident_id, alert.event, alert.late) == (incident.id, AlertEvent.DOWN, False)
+    assert (alert.prev_status, alert.current_status) == (Status.UP, Status.DOWN)
+    assert alert.occurred_at == incident.started_at
+    shown = await setup.website(website.id)
+    assert (shown.current_status, shown.status_changed_at) == ("down", incident.started_at)
+
+
+async def test_a_monitor_up_from_its_first_check_changes_nothing(
+    setup: Setup,
+    make_monitoring_stage: MakeMonitoringStage,
+    http_targets: Targets,
+    stage_prefix: str,
+) -> None:
+    check = HttpCheck(allow_private=True)
+    monitoring = make_monitoring_stage(check, concurrency=10)
+    try:
+        website = await setup.db.website(await setup.db.user(), http_targets.url("fine"))
+        await check_once(setup, monitoring, website, stage_prefix)
+    finally:
+        await check.aclose()
+
+    assert await setup.incidents(website.id) == []
+    assert await setup.alerts() == []
+    assert (await setup.website(website.id)).current_status == "up"
