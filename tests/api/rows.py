@@ -75,6 +75,19 @@ def count(api: ApiServer, table: type[Base], website_id: str | uuid.UUID) -> int
     return _run(api, work)
 
 
+def count_where(api: ApiServer, table: type[Base], **equals: Any) -> int:
+    """How many rows of ``table`` have the given column values."""
+    columns = table.__table__.c
+
+    async def work(session: AsyncSession) -> int:
+        query = select(func.count()).select_from(table)
+        for name, value in equals.items():
+            query = query.where(columns[name] == value)
+        return int(await session.scalar(query) or 0)
+
+    return _run(api, work)
+
+
 def set_website_state(api: ApiServer, website_id: str | uuid.UUID, **values: Any) -> None:
     """Update columns of a monitor the way the monitoring worker does (current_status, …)."""
 
