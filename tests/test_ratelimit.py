@@ -15,7 +15,13 @@ import pytest
 from redis.asyncio import Redis
 
 from runstate.queue.keys import RATE_LIMIT_PREFIX
-from runstate.ratelimit import Decision, InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from runstate.ratelimit import (
+    Decision,
+    InProcessRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    address_bucket,
+)
 
 LOGGER = "runstate.ratelimit"
 
@@ -462,3 +468,20 @@ async def test_redis_is_not_retried_before_retry_interval(
         assert await redis_client.get(counter) is None
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("host", "bucket"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("203.0.113.8", "203.0.113.8"),  # IPv4 neighbours are distinct clients
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2:A::B", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:198.51.100.4", "198.51.100.4"),  # an IPv4 client on a dual-stack socket
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_address_bucket_is_an_ipv4_address_or_an_ipv6_64(host: str, bucket: str) -> None:
+    assert address_bucket(host) == bucket
