@@ -16,6 +16,9 @@ lands, touches only its two neighbours: the incident starting before it and the 
 starting after it. A later DOWN is never merged into an earlier incident: a DOWN inside an
 incident means an UP between them has not arrived yet, so the incident is cut at the DOWN,
 and the UP that ended it goes to the new one.
+
+`alerts_of` says which alerts a change makes true once recorded: an alert goes out when
+both its incident and its change are known, so a DOWN that completes a recovery sends both.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from runstate.domain.events import Alert, StatusChange
 from runstate.domain.status import Status
 
 
@@ -111,3 +115,26 @@ def place_up(at: datetime, before: Span | None) -> UpPlacement:
     if before is None or not before.encloses(at):
         return UpPlacement()
     return UpPlacement(resolve=before.id, displaced=before.resolver)
+
+
+def alerts_of(change: StatusChange, incident: Span, *, late: bool) -> list[Alert]:
+    """The alerts ``change``, recorded on ``incident``, makes true, in the order they
+    happened: an UP's RECOVERY once its incident has its DOWN; a DOWN's alert, then the
+    RECOVERY of its incident when that incident's UP was recorded first (``late``: it was
+    not sent then). ``late`` marks the alert of ``change`` itself."""
+    if change.current_status is Status.UP:
+        if incident.opened_by is None:
+            return []  # a recovery awaiting its outage: nobody was told of one yet
+        return [Alert.for_change(change, incident.id, late=late)]
+    alerts = [Alert.for_change(change, incident.id, late=late)]
+    if incident.resolver is not None:
+        recovery = StatusChange(
+            event_id=incident.resolver.event_id,
+            website_id=change.website_id,
+            region_id=change.region_id,
+            prev_status=Status.DOWN,
+            current_status=Status.UP,
+            occurred_at=incident.resolver.at,
+        )
+        alerts.append(Alert.for_change(recovery, incident.id, late=True))
+    return alerts

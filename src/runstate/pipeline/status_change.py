@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runstate.consumer import PermanentFailure
 from runstate.domain.events import Alert, MalformedEntry, StatusChange, status_change_event_id
-from runstate.domain.incidents import Recorded, Shown, Span, place_down, place_up
+from runstate.domain.incidents import Recorded, Shown, Span, alerts_of, place_down, place_up
 from runstate.domain.status import Status
 from runstate.metrics import PipelineMetrics
 from runstate.queue.base import Entry, StreamQueue
@@ -80,7 +80,8 @@ class StatusChangeStage:
             incident = await self._incident_recording(session, change)
             if incident is None:
                 incident = await self._place(session, change, shown)
-            return _alerts_of(change, incident, late=shown.change.at > change.occurred_at)
+            late = shown.change.at > change.occurred_at
+            return alerts_of(change, _span(incident), late=late)
 
     async def _move_status(self, session: AsyncSession, change: StatusChange) -> Shown | None:
         """Take the monitor's row and move its status to ``change`` if that is newer; the
@@ -156,7 +157,7 @@ class StatusChangeStage:
         after: Incident | None,
         shown: Shown,
     ) -> Incident:
-        placed = place_down(change.occurred_at, _span(before), _span(after), shown)
+        placed = place_down(change.occurred_at, _span_of(before), _span_of(after), shown)
         if placed.cut is not None and before is not None:
             before.is_active = False
             before.resolved_at = change.occurred_at
@@ -188,7 +189,7 @@ class StatusChangeStage:
     async def _place_up(
         self, session: AsyncSession, change: StatusChange, before: Incident | None
     ) -> Incident:
-        placed = place_up(change.occurred_at, _span(before))
+        placed = place_up(change.occurred_at, _span_of(before))
         if placed.resolve is not None and before is not None:
             before.is_active = False
             before.resolved_at = change.occurred_at
@@ -227,14 +228,16 @@ def _ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def _span(incident: Incident | None) -> Span | None:
-    if incident is None:
-        return None
+def _span(incident: Incident) -> Span:
     resolver = None
     if incident.resolved_by_event_id is not None and incident.resolved_at is not None:
         resolver = Recorded(incident.resolved_by_event_id, incident.resolved_at)
     ends_at = None if incident.is_active else incident.resolved_at
     return Span(incident.id, incident.started_at, incident.opened_by_event_id, ends_at, resolver)
+
+
+def _span_of(incident: Incident | None) -> Span | None:
+    return None if incident is None else _span(incident)
 
 
 def _awaiting_outage(website_id: uuid.UUID, up: Recorded) -> Incident:
@@ -246,24 +249,3 @@ def _awaiting_outage(website_id: uuid.UUID, up: Recorded) -> Incident:
         cause=AWAITING_OUTAGE_CAUSE,
         resolved_by_event_id=up.event_id,
     )
-
-
-def _alerts_of(change: StatusChange, incident: Incident, *, late: bool) -> list[Alert]:
-    """The alerts ``change``, recorded on ``incident``, makes true."""
-    if change.current_status is Status.UP:
-        if incident.opened_by_event_id is None:
-            return []  # a recovery awaiting its outage: nobody was told of one yet
-        return [Alert.for_change(change, incident.id, late=late)]
-    alerts = [Alert.for_change(change, incident.id, late=late)]
-    if incident.resolved_by_event_id is not None and incident.resolved_at is not None:
-        # Its UP was recorded before it: the RECOVERY goes out now, after the DOWN.
-        recovery = StatusChange(
-            event_id=incident.resolved_by_event_id,
-            website_id=change.website_id,
-            region_id=change.region_id,
-            prev_status=Status.DOWN,
-            current_status=Status.UP,
-            occurred_at=incident.resolved_at,
-        )
-        alerts.append(Alert.for_change(recovery, incident.id, late=True))
-    return alerts
