@@ -1,4 +1,5 @@
-"""Request dependencies, as `Annotated` aliases: `SessionDep`, `CurrentUser`, `AdminUser`."""
+"""Request dependencies, as `Annotated` aliases (`SessionDep`, `CurrentUser`, `AdminUser`),
+and the rate limits the routes apply (429 with `Retry-After`)."""
 
 from __future__ import annotations
 
@@ -119,4 +120,14 @@ async def count_failed_signin(state: ApiState, email: str) -> None:
         state,
         (f"signin-failed:account:{account_key(email)}", state.settings.AUTH_RATE_LIMIT_PER_ACCOUNT),
         refusal="too many failed sign-ins for this account; try again later",
+    )
+
+
+async def limit_monitor_creation(state: ApiState, user: User) -> None:
+    """Count one attempt to create a monitor for ``user`` (MONITOR_CREATE_RATE_LIMIT)."""
+    limit = state.settings.MONITOR_CREATE_RATE_LIMIT
+    await enforce_rate_limits(
+        state,
+        (f"monitor-create:user:{user.id}", limit),
+        refusal=f"too many monitors created; at most {limit} a minute (MONITOR_CREATE_RATE_LIMIT)",
     )

@@ -11,7 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runstate.api.deps import CurrentUser, SessionDep, StateDep, enforce_rate_limits
+from runstate.api.deps import CurrentUser, SessionDep, StateDep, limit_monitor_creation
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
 from runstate.api.quotas import ensure_monitor_room
 from runstate.api.routes import API_PREFIX
@@ -90,22 +90,13 @@ async def _commit_or_conflict(session: AsyncSession) -> None:
         raise ApiError(409, DUPLICATE_URL) from None
 
 
-async def _limit_creation_rate(state: ApiState, user: User) -> None:
-    limit = state.settings.MONITOR_CREATE_RATE_LIMIT
-    await enforce_rate_limits(
-        state,
-        (f"monitor-create:user:{user.id}", limit),
-        refusal=f"too many monitors created; at most {limit} a minute (MONITOR_CREATE_RATE_LIMIT)",
-    )
-
-
 @router.post("", status_code=201, response_model=Envelope[WebsitePublic])
 async def create_website(
     body: WebsiteCreate, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     # Every attempt counts, before the target's name is resolved: the limit also bounds the
     # lookups one account can make the service do.
-    await _limit_creation_rate(state, user)
+    await limit_monitor_creation(state, user)
     _check_timing(state, body.interval_seconds, body.timeout_ms)
     await _check_target(state, body.url)
     # From here to the commit the account is held (quotas.py): no lookups past this point.
