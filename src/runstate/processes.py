@@ -20,6 +20,7 @@ from runstate.consumer import (
     BatchHandler,
     Consumer,
     ConsumerOptions,
+    Release,
     consumer_name,
     each_entry,
 )
@@ -62,7 +63,8 @@ class Pipeline:
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
-            backend=backend or open_backend(settings.redis_url),
+            backend=backend
+            or open_backend(settings.redis_url, dead_letter_maxlen=settings.DEAD_LETTER_MAXLEN),
             registry=registry,
             metrics=PipelineMetrics(registry),
         )
@@ -80,6 +82,7 @@ class Pipeline:
         group: str,
         handler: BatchHandler,
         slots: Slots | None = None,
+        release: Release | None = None,
     ) -> Consumer:
         settings = self.settings
         created = Consumer(
@@ -88,15 +91,17 @@ class Pipeline:
             group=group,
             name=consumer_name(kind),
             handler=handler,
-            dead_letter_stream=f"{stream}:dlq",
+            dead_letter_stream=keys.dead_letter_stream(stream),
             options=ConsumerOptions(
                 batch_size=settings.CONSUMER_BATCH_SIZE,
                 reclaim_idle_seconds=settings.RECLAIM_IDLE_SECONDS,
                 max_deliveries=settings.MAX_DELIVERIES,
                 shutdown_timeout_seconds=settings.SHUTDOWN_TIMEOUT_SECONDS,
+                outage_retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
             ),
             on_dead_letter=lambda _entry, _reason: self.metrics.dead_letters.labels(stream).inc(),
             slots=slots,
+            release=release,
         )
         self.consumers.append(created)
         return created
@@ -145,6 +150,7 @@ class Pipeline:
                 per_destination=settings.CHECK_MAX_PER_HOST,
                 flush_results=settings.MONITORING_FLUSH_RESULTS,
                 flush_seconds=settings.MONITORING_FLUSH_MS / 1000,
+                outage_retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
             )
             self.closers.append(lambda: stage.aclose(settings.SHUTDOWN_TIMEOUT_SECONDS))
             self.registry.register(MonitoringWorkerMetrics(resolver.stats, stage.waiting_for_host))
@@ -154,6 +160,7 @@ class Pipeline:
                 settings.MONITORING_GROUP,
                 stage.handle_batch,
                 slots=stage.read_ahead,  # read ahead by free check slots
+                release=stage.release_dead_letters,  # a dead check frees its monitor's mark
             )
             await consumer.run(stop)
 
@@ -210,6 +217,8 @@ class Pipeline:
                         "retried": c.counters.retried,
                         "dead_lettered": c.counters.dead_lettered,
                         "reclaimed": c.counters.reclaimed,
+                        "outages": c.counters.outages,
+                        "outage_retries": c.counters.outage_retries,
                     }
                     for c in self.consumers
                 },
