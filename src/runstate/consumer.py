@@ -39,6 +39,11 @@ from runstate.runtime import sleep_unless_stopped
 log = logging.getLogger(__name__)
 
 
+# Deliveries without a verdict, in multiples of `max_deliveries`, after which an entry is
+# taken to be killing the workers that handle it.
+CRASH_LOOP_FACTOR = 10
+
+
 class Verdict(Enum):
     DONE = "done"  # effects are durable: acknowledge
     # Failed on the entry itself: left pending, delivered again after `reclaim_idle`, and
@@ -291,13 +296,22 @@ class Consumer:
 
     def _worn_out(self, entries: list[Entry]) -> Outcomes:
         """Entries that failed `max_deliveries` times already (their dead-lettering was cut
-        short): dead without being handled again. Deliveries alone never make an entry
-        dead: a worker that died, or an outage, is no failure of the entry."""
-        return {
-            e.id: Outcome(Verdict.DEAD, f"failed {e.failures} times")
-            for e in entries
-            if e.failures >= self.options.max_deliveries
-        }
+        short): dead without being handled again. Deliveries alone do not make an entry
+        dead, as a worker that died, or an outage, is no failure of the entry, with one
+        exception: an entry that came back `CRASH_LOOP_FACTOR` times as often without ever
+        getting a verdict is taken to be killing its workers (an out-of-memory kill, say,
+        which no handler sees), and is dead rather than retried for ever."""
+        crash_loop = CRASH_LOOP_FACTOR * self.options.max_deliveries
+        worn_out: Outcomes = {}
+        for e in entries:
+            if e.failures >= self.options.max_deliveries:
+                worn_out[e.id] = Outcome(Verdict.DEAD, f"failed {e.failures} times")
+            elif e.deliveries > crash_loop:
+                reason = (
+                    f"delivered {e.deliveries} times without a verdict: its workers may be dying"
+                )
+                worn_out[e.id] = Outcome(Verdict.DEAD, reason)
+        return worn_out
 
     async def _settle_part(
         self, unsettled: dict[str, Entry], slots: Slots, outcomes: Outcomes

@@ -20,6 +20,7 @@ from typing import Any, cast
 import pytest
 
 from runstate.consumer import (
+    CRASH_LOOP_FACTOR,
     DONE,
     BatchHandler,
     Consumer,
@@ -942,6 +943,34 @@ async def test_an_entry_redelivered_by_dying_workers_is_not_dead_without_failing
     assert handled == [(entry_id, RETRYING.max_deliveries + 3)]
     assert await dead_letters(queue, stream) == []
     assert consumer.counters.dead_lettered == 0
+
+
+async def test_an_entry_that_keeps_killing_its_workers_is_dead_after_the_crash_loop_bound(
+    backend: QueueBackend, twin: QueueBackend, stream: str
+) -> None:
+    """An entry that kills every worker taking it (no handler ever sees a failure) would
+    otherwise come back for ever: past CRASH_LOOP_FACTOR x max_deliveries deliveries
+    without a verdict it is dead-lettered, never handled again."""
+    queue = backend.queue
+    await queue.ensure_group(stream, GROUP)
+    [entry_id] = await publish(queue, stream, fields_of(1))
+    await twin.queue.read(stream, GROUP, "died-0", count=1, block_ms=0)
+    bound = CRASH_LOOP_FACTOR * RETRYING.max_deliveries
+    for n in range(bound):
+        [taken] = await twin.queue.reclaim(stream, GROUP, f"died-{n + 1}", min_idle_ms=0, count=1)
+    assert taken.deliveries == bound + 1
+    handled: list[str] = []
+
+    async def handle(entry: Entry) -> None:
+        handled.append(entry.id)
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 1), options=RETRYING)
+    async with running(consumer):
+        await until(lambda: _pending_is(queue, stream, 0), timeout=5, what="settled")
+    assert handled == []
+    [letter] = await dead_letters(queue, stream)
+    assert letter.fields["dead_letter_entry_id"] == entry_id
+    assert "its workers may be dying" in letter.fields["dead_letter_reason"]
 
 
 async def test_failures_count_across_consumers_and_one_failure_in_between_outages_counts_once(
