@@ -332,6 +332,53 @@ async def test_a_webhook_failing_every_time_is_dead_lettered_after_max_attempts(
     assert len(await setup.dead_letters()) == 1
 
 
+async def test_a_replayed_dead_letter_is_delivered_again_to_its_channel_alone(
+    setup: Setup,
+) -> None:
+    """`runstate dlq replay` puts a dead letter back without its dead_letter_* fields: its
+    channel's delivery, dead so far, gets a fresh round of attempts, with the same
+    webhook-id; the alert's other channels, settled before, are not sent again."""
+    monitor = await down_monitor(setup.db)
+    failing = setup.receiver.hook(500, 500, 500, then=200)
+    healthy = setup.receiver.hook()
+    channel = await webhook(setup, monitor.owner, failing)
+    await webhook(setup, monitor.owner, healthy)
+    alert = alert_for(monitor)
+    await setup.settle(setup.stage(), alert)
+    [dead] = await setup.dead_letters()
+    assert (len(failing.requests), len(healthy.requests)) == (3, 1)
+
+    replayed = {k: v for k, v in dead.items() if not k.startswith("dead_letter_")}
+    await setup.stage().handle(Entry("2-0", replayed))
+    async with setup.running(setup.stage()):
+        await eventually(setup.all_settled)
+
+    [log] = await setup.logs(channel)
+    assert (log.delivery_status, log.attempts) == ("sent", 1)
+    assert len(failing.requests) == 4
+    assert failing.requests[-1].headers["webhook-id"] == message_id(log.id) == dead["message_id"]
+    assert len(healthy.requests) == 1
+
+
+async def test_a_replayed_dead_letter_of_a_delivery_sent_meanwhile_sends_nothing(
+    setup: Setup,
+) -> None:
+    monitor = await down_monitor(setup.db)
+    hook = setup.receiver.hook()
+    channel = await webhook(setup, monitor.owner, hook)
+    alert = alert_for(monitor)
+    await setup.settle(setup.stage(), alert)
+    replayed = alert.to_fields() | {"channel_id": str(channel.id), "channel": "webhook"}
+
+    await setup.stage().handle(Entry("2-0", replayed))
+    async with setup.running(setup.stage()):
+        await eventually(setup.all_settled)
+
+    assert len(hook.requests) == 1
+    [log] = await setup.logs(channel)
+    assert log.delivery_status == "sent"
+
+
 async def test_a_410_disables_the_channel_and_dead_letters_the_alert(setup: Setup) -> None:
     monitor = await down_monitor(setup.db)
     hook = setup.receiver.hook(then=410)

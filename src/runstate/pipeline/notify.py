@@ -21,6 +21,8 @@ the window ends (`flapping.py`): fewer messages, never silence.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +37,12 @@ from runstate.pipeline.deliveries import DueDeliveries
 from runstate.pipeline.flapping import SUMMARY, ensure_summary_pending
 from runstate.queue.base import Entry, StreamQueue
 from runstate.settings import Settings
-from runstate.storage.notification_log import decide, is_undecided, record_delivery
+from runstate.storage.notification_log import (
+    decide,
+    is_undecided,
+    record_delivery,
+    revive_dead_delivery,
+)
 from runstate.storage.tables import AlertChannel, NotificationLog, Website
 
 NOTIFY_ON = {AlertEvent.DOWN: ("DOWN", "BOTH"), AlertEvent.RECOVERY: ("RECOVERY", "BOTH")}
@@ -66,6 +73,13 @@ class NotificationStage:
             alert = Alert.from_fields(entry.fields)
         except MalformedEntry as exc:
             raise PermanentFailure(f"malformed alert: {exc}") from None
+        replayed_to = _replayed_channel(entry.fields)
+        if replayed_to is not None:
+            # A dead letter put back by `runstate dlq replay`: its one channel's delivery,
+            # dead so far, is made due again. The other channels were settled before.
+            if await revive_dead_delivery(self.sessions, alert, replayed_to):
+                self.deliveries.wake()
+            return
         website, channels = await self._audience(alert)
         if website is None:
             return  # the monitor was deleted: nobody to tell
@@ -130,3 +144,15 @@ class NotificationStage:
                 )
             )
         return (recent or 0) >= self.settings.ALERT_FLAP_MAX
+
+
+def _replayed_channel(fields: Mapping[str, str]) -> uuid.UUID | None:
+    """The channel of a dead letter replayed onto the stream (its `channel_id` field, which
+    alerts from the status-change stage never carry), or None."""
+    raw = fields.get("channel_id")
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise PermanentFailure(f"malformed alert: channel_id {raw!r} is not a UUID") from None

@@ -110,6 +110,37 @@ async def decide(
     return getattr(decided, "rowcount", 0) == 1
 
 
+async def revive_dead_delivery(
+    sessions: async_sessionmaker[AsyncSession],
+    alert: Alert,
+    channel_id: uuid.UUID,
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """Make the `dead` delivery of ``alert`` to one channel due again, with a fresh count of
+    attempts (an operator replayed its dead letter: the receiver is fixed). False when that
+    row is not dead (sent meanwhile, or still under way): nothing to revive. Its last error
+    stays until the next attempt replaces it."""
+    async with sessions() as session, session.begin():
+        revived = await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.incident_id == alert.incident_id,
+                NotificationLog.channel_id == channel_id,
+                NotificationLog.event == alert.event.value,
+                NotificationLog.delivery_status == "dead",
+            )
+            .values(
+                delivery_status="failed",
+                attempts=0,
+                next_attempt_at=now or datetime.now(UTC),
+                claimed_by=None,
+                claimed_at=None,
+            )
+        )
+    return getattr(revived, "rowcount", 0) == 1
+
+
 @dataclass(frozen=True, slots=True)
 class DueRow:
     log_id: uuid.UUID
