@@ -36,6 +36,7 @@ from runstate.resolve import CachingResolver
 from runstate.runtime import Component, heartbeat, sleep_unless_stopped
 from runstate.settings import Settings
 from runstate.storage.db import create_engine, session_factory
+from runstate.storage.housekeeping import Housekeeping
 from runstate.storage.migrate import ensure_region
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,25 @@ class Pipeline:
                 stream_maxlen=settings.MONITORING_STREAM_MAXLEN,
                 poll_seconds=settings.SCHEDULER_POLL_SECONDS,
                 lease_seconds=settings.SCHEDULER_LEASE_SECONDS,
+                reconcile_seconds=settings.SCHEDULER_RECONCILE_SECONDS,
+                outage_retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
             ),
         )
-        return scheduler.run
+        # Pruning runs in exactly one process: the scheduler that holds the lease.
+        housekeeping = Housekeeping(
+            sessions=self.sessions,
+            interval_seconds=settings.PRUNE_INTERVAL_SECONDS,
+            batch_rows=settings.DELETE_BATCH_ROWS,
+            retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
+            is_leader=lambda: scheduler.is_active,
+        )
+
+        async def run(stop: asyncio.Event) -> None:
+            async with asyncio.TaskGroup() as parts:  # one failing stops the other
+                parts.create_task(scheduler.run(stop), name="scheduler")
+                parts.create_task(housekeeping.run(stop), name="housekeeping")
+
+        return run
 
     def monitoring_worker(self) -> Component:
         settings = self.settings
@@ -201,9 +218,11 @@ class Pipeline:
             settings.NOTIFICATION_GROUP,
             each_entry(stage.handle, settings.NOTIFICATION_CONCURRENCY),
         )
-        # Dead letters of this stream are the alerts' own (written by the stage with the
-        # channel and reason); the consumer's go to the same `<stream>:dlq`.
-        return {"notification": consumer.run, "flapping-summaries": stage.send_due_summaries}
+        # Handling an alert only records its deliveries; the due loop makes the attempts
+        # (retries and flapping summaries included). Dead letters of this stream are the
+        # alerts' own (written with the channel and reason); the consumer's go to the same
+        # `<stream>:dlq`.
+        return {"notification": consumer.run, "deliveries": stage.deliver_due}
 
     def watch(self, process: str) -> Component:
         """Heartbeat log line and key, and the lag and pending gauges of every consumer."""
