@@ -177,7 +177,6 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
             " (another process has it; give each process its own port, or 0 for none)",
             EXIT_UNAVAILABLE,
         )
-    log.info("metrics listening", extra={"host": settings.HOST, "port": settings.METRICS_PORT})
 
 
 async def _run_pipeline_part(settings: Settings, process: str, parts: list[str]) -> None:
@@ -190,6 +189,8 @@ async def _run_pipeline_part(settings: Settings, process: str, parts: list[str])
     _serve_metrics(settings, registry)  # first: a taken port stops the process at once
     await _check_redis(settings)
     await _prepare_database(settings, migrate=False)
+    if settings.METRICS_PORT:  # logged only now: a failed start above says one line only
+        log.info("metrics listening", extra={"host": settings.HOST, "port": settings.METRICS_PORT})
     pipeline = Pipeline.open(settings, registry)
     try:
         components = _pipeline_components(pipeline, parts)

@@ -122,9 +122,8 @@ class NotificationStage:
             if await decide(self.sessions, row.id, due_at=None):
                 self.metrics.alerts.labels(channel.type, "suppressed").inc()
             return
-        now = datetime.now(UTC)
-        held_until = channel.retry_after_until
-        await decide(self.sessions, row.id, due_at=max(now, held_until or now))
+        # Due now, or when the channel's Retry-After hold ends (decide reads it).
+        await decide(self.sessions, row.id, due_at=datetime.now(UTC))
 
     async def _is_flapping(
         self, channel: AlertChannel, website: Website, row: NotificationLog

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, case, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -95,7 +95,9 @@ async def decide(
     """Schedule an undecided row's first attempt at ``due_at``, or suppress it (``None``).
     False when it was decided already (a copy of the alert got there first)."""
     values: dict[str, object] = (
-        {"delivery_status": "suppressed"} if due_at is None else {"next_attempt_at": due_at}
+        {"delivery_status": "suppressed"}
+        if due_at is None
+        else {"next_attempt_at": _not_before_the_channels_hold(due_at)}
     )
     async with sessions() as session, session.begin():
         decided = await session.execute(
@@ -139,6 +141,18 @@ async def revive_dead_delivery(
             )
         )
     return getattr(revived, "rowcount", 0) == 1
+
+
+def _not_before_the_channels_hold(due_at: datetime) -> ColumnElement[datetime]:
+    """``due_at``, or the row's channel's Retry-After hold when that is later: read in the
+    same statement, so a hold set while the alert was being recorded is not missed."""
+    held = (
+        select(AlertChannel.retry_after_until)
+        .where(AlertChannel.id == NotificationLog.channel_id)
+        .scalar_subquery()
+    )
+    due = literal(due_at, NotificationLog.next_attempt_at.type)
+    return case((held > due, held), else_=due)
 
 
 @dataclass(frozen=True, slots=True)
