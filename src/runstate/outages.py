@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import asyncpg
-import redis.exceptions
 from sqlalchemy import exc as sa
 
 from runstate.queue.base import QueueUnavailable
+from runstate.queue.redis_streams import redis_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,12 @@ _POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.InterfaceError,  # "connection is closed", "connection was closed in the middle …"
 )
+# asyncpg's InterfaceError is an outage only when it says the connection is gone; most of
+# them are bugs of the caller: an argument it cannot encode (DataError: "invalid input for
+# query argument $1"), a bad configuration, an operation on a closed cursor.
+_ASYNCPG_LOST_CONNECTION = ("connection is closed", "connection was closed")
+_ASYNCPG_CLIENT_BUGS = (asyncpg.exceptions._base.DataError, asyncpg.ClientConfigurationError)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -80,7 +84,8 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: SQLAlchemy's ``orig``, causes and contexts."""
+    """``exc`` and what it wraps: SQLAlchemy's ``orig``, causes, and contexts not suppressed
+    (``raise … from None`` says the error being handled is not what went wrong)."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo:
@@ -89,20 +94,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(error))
         yield error
-        wrapped = [getattr(error, "orig", None), error.__cause__, error.__context__]
+        wrapped = [getattr(error, "orig", None), error.__cause__]
+        if not error.__suppress_context__:
+            wrapped.append(error.__context__)
         todo += [w for w in wrapped if isinstance(w, BaseException)]
 
 
 def _is_outage_itself(error: BaseException) -> bool:
-    if isinstance(error, QueueUnavailable | redis.exceptions.ConnectionError):
-        return True  # BusyLoadingError (Redis loading its data) is a ConnectionError
-    if isinstance(error, redis.exceptions.TimeoutError | TimeoutError | socket.gaierror):
+    if isinstance(error, QueueUnavailable) or redis_unavailable(error):
+        return True  # unreachable, or a replica, out of memory, loading …
+    if isinstance(error, TimeoutError | socket.gaierror):
         return True
     if isinstance(error, sa.TimeoutError):  # no connection free in the pool in time
         return True
     if isinstance(error, sa.DBAPIError) and error.connection_invalidated:
-        return True
-    if isinstance(error, sa.InterfaceError):
         return True
     if isinstance(error, sqlite3.OperationalError):
         return _sqlite_outage(str(error))
@@ -112,6 +117,8 @@ def _is_outage_itself(error: BaseException) -> bool:
         return not isinstance(error.orig, sqlite3.Error) or _sqlite_outage(str(error.orig))
     if isinstance(error, _POSTGRES_OUTAGES):
         return True
+    if isinstance(error, asyncpg.InterfaceError) and not isinstance(error, _ASYNCPG_CLIENT_BUGS):
+        return any(marker in str(error) for marker in _ASYNCPG_LOST_CONNECTION)
     if isinstance(error, ConnectionError):  # refused, reset, aborted, broken pipe
         return True
     return isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS

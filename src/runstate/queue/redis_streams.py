@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from runstate.queue import keys
 from runstate.queue.base import Entry, GroupMissing, GroupStats, QueueUnavailable
 
-__all__ = ["MAX_BLOCK_MS", "RedisStreamQueue", "translate_errors"]
+__all__ = ["MAX_BLOCK_MS", "RedisStreamQueue", "redis_unavailable", "translate_errors"]
 
 # The longest BLOCK of one XREADGROUP; a longer ``read`` issues several. The client's
 # socket_timeout must exceed it, or a quiet stream would look like a dead server.
@@ -33,17 +41,39 @@ MAX_BLOCK_MS = 5_000
 # was blocked while the stream was deleted (e.g. by FLUSHALL).
 _GONE_MARKERS = ("NOGROUP", "no such key", "no longer exists")
 
+# Replies that mean the server cannot serve now, whatever the command: it is a replica
+# (READONLY, e.g. during a failover; MASTERDOWN while its master is gone), its memory is
+# full (OOM), a failed snapshot stops writes (MISCONF), a cluster slot is moving (TRYAGAIN)
+# or it is loading its data (LOADING). redis-py maps most to a class of their own and strips
+# the code; MISCONF keeps its code at the start of the message, which a pipeline prefixes
+# with the command that failed ("Command # 1 (XADD …) of pipeline caused error: (MISCONF …").
+_UNAVAILABLE_ERRORS = (ReadOnlyError, OutOfMemoryError, MasterDownError, TryAgainError)
+_UNAVAILABLE_CODE = re.compile(
+    r"(?:^|caused error: \W*)(?:READONLY|OOM|MISCONF|MASTERDOWN|TRYAGAIN|LOADING)\b"
+)
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` is a Redis reply saying the server cannot serve now (see above),
+    or a failure to reach it at all."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
+        return True
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(exc, ResponseError) and _UNAVAILABLE_CODE.search(str(exc)) is not None
+
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn redis-py's errors into the queue's: ``QueueUnavailable`` when Redis cannot answer
-    (BusyLoadingError is a ConnectionError), ``GroupMissing`` when the group or stream is gone."""
+    or answers that it cannot serve now (`redis_unavailable`), ``GroupMissing`` when the
+    group or stream is gone."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-        raise QueueUnavailable(str(exc)) from exc
-    except ResponseError as exc:
-        if any(marker in str(exc) for marker in _GONE_MARKERS):
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) or redis_unavailable(exc):
+            raise QueueUnavailable(str(exc)) from exc
+        if isinstance(exc, ResponseError) and any(m in str(exc) for m in _GONE_MARKERS):
             raise GroupMissing(str(exc)) from exc
         raise
 
