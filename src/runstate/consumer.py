@@ -346,12 +346,14 @@ class Consumer:
         verdicts = await self._count_failures(entries, outcomes)
         dead = [e for e in entries if verdicts[e.id].verdict is Verdict.DEAD]
         if dead:
+            # Released first (it is idempotent): a release that fails leaves the entry
+            # pending with no dead letter yet, rather than one per time it comes back.
+            if self.release is not None:
+                await self.release(dead)
             await self.queue.publish(
                 self.dead_letter_stream,
                 [self._dead_letter(e, verdicts[e.id].reason or "") for e in dead],
             )
-            if self.release is not None:
-                await self.release(dead)
         finished = [e.id for e in entries if verdicts[e.id].verdict in _FINISHED]
         if finished:
             await self.queue.ack(self.stream, self.group, finished)

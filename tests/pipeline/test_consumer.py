@@ -1008,7 +1008,7 @@ async def test_failures_count_across_consumers_and_one_failure_in_between_outage
     assert first.counters.retried + second.counters.retried == options.max_deliveries - 1
 
 
-async def test_a_dead_lettered_entry_releases_what_it_holds_before_it_is_acknowledged(
+async def test_a_dead_lettered_entry_releases_what_it_holds_before_it_is_dead_lettered_once(
     backend: QueueBackend, stream: str
 ) -> None:
     queue = backend.queue
@@ -1034,3 +1034,7 @@ async def test_a_dead_lettered_entry_releases_what_it_holds_before_it_is_acknowl
         fail_release = False
         await until(lambda: _pending_is(queue, stream, 0), timeout=5, what="acknowledged")
     assert released == [[entry_id], [entry_id]]
+    # Dead-lettered once: not before the release that failed, and again after the one
+    # that did not.
+    letters = await dead_letters(queue, stream)
+    assert [letter.fields["dead_letter_entry_id"] for letter in letters] == [entry_id]
