@@ -35,6 +35,7 @@ from runstate.storage.db import create_engine, session_factory
 from runstate.storage.notification_log import (
     FINAL_STATES,
     claim_attempt,
+    is_undecided,
     message_id,
     record_delivery,
 )
@@ -368,13 +369,61 @@ async def test_a_replayed_dead_letter_of_a_delivery_sent_meanwhile_sends_nothing
     channel = await webhook(setup, monitor.owner, hook)
     alert = alert_for(monitor)
     await setup.settle(setup.stage(), alert)
-    replayed = alert.to_fields() | {"channel_id": str(channel.id), "channel": "webhook"}
+    [log] = await setup.logs(channel)
+    replayed = alert.to_fields() | {
+        "channel_id": str(channel.id),
+        "channel": "webhook",
+        "message_id": message_id(log.id),
+    }
 
     await setup.stage().handle(Entry("2-0", replayed))
     async with setup.running(setup.stage()):
         await eventually(setup.all_settled)
 
     assert len(hook.requests) == 1
+    [log] = await setup.logs(channel)
+    assert log.delivery_status == "sent"
+
+
+async def test_a_recovery_recorded_before_its_down_is_still_sent_after_it(setup: Setup) -> None:
+    """A late DOWN and its RECOVERY reach the notification stage together and are recorded
+    concurrently, so the RECOVERY's row may be the older one: the receiver still gets the
+    DOWN first (the order follows the incident, not the order of recording)."""
+    monitor = await down_monitor(setup.db)
+    hook = setup.receiver.hook()
+    await webhook(setup, monitor.owner, hook)
+    stage = setup.stage()
+    await stage.handle(entry(alert_for(monitor, AlertEvent.RECOVERY, late=True)))
+    await stage.handle(entry(alert_for(monitor, late=True)))
+
+    async def both_sent() -> bool:
+        return len(hook.requests) == 2
+
+    async with setup.running(stage):
+        await eventually(both_sent)
+
+    assert [r.payload["event"] for r in hook.requests] == ["DOWN", "RECOVERY"]
+
+
+async def test_a_delivery_whose_recording_was_cut_short_is_sent_once_its_lease_has_passed(
+    setup: Setup,
+) -> None:
+    """Recorded but never decided (the worker died between the two steps, and the stream
+    entry never came back): the due loop sends it anyway after RECLAIM_IDLE_SECONDS, and
+    the monitor's later alerts on that channel are not held behind it for ever."""
+    monitor = await down_monitor(setup.db)
+    hook = setup.receiver.hook()
+    channel = await webhook(setup, monitor.owner, hook)
+    row = await record_delivery(setup.db.sessions, alert_for(monitor), channel)
+    assert is_undecided(row)
+
+    async def sent() -> bool:
+        return len(hook.requests) == 1
+
+    async with setup.running(setup.stage()):  # RECLAIM_IDLE_SECONDS is 1
+        await eventually(sent, timeout=10)
+
+    assert hook.requests[0].headers["webhook-id"] == message_id(row.id)
     [log] = await setup.logs(channel)
     assert log.delivery_status == "sent"
 

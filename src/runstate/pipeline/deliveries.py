@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -30,7 +31,13 @@ from runstate.metrics import PipelineMetrics
 from runstate.pipeline.attempt import Attempt
 from runstate.queue.base import StreamQueue
 from runstate.settings import Settings
-from runstate.storage.notification_log import DueRow, claim_attempt, due_rows, renew_claim
+from runstate.storage.notification_log import (
+    DueRow,
+    claim_attempt,
+    due_rows,
+    make_undecided_due,
+    renew_claim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +129,13 @@ class DueDeliveries:
         settings = self.settings
         poll = min(DUE_POLL_SECONDS, settings.NOTIFY_RETRY_BASE_SECONDS)
         failures = 0
+        next_sweep = 0.0
         while not stop.is_set():
             self._wake.clear()
             try:
+                if time.monotonic() >= next_sweep:
+                    await make_undecided_due(self.sessions, older_than=self._lease())
+                    next_sweep = time.monotonic() + self.claim_lease
                 await self.start_due()
                 failures = 0
                 pause = poll

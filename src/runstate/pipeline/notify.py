@@ -40,6 +40,7 @@ from runstate.settings import Settings
 from runstate.storage.notification_log import (
     decide,
     is_undecided,
+    log_id_of,
     record_delivery,
     revive_dead_delivery,
 )
@@ -73,11 +74,12 @@ class NotificationStage:
             alert = Alert.from_fields(entry.fields)
         except MalformedEntry as exc:
             raise PermanentFailure(f"malformed alert: {exc}") from None
-        replayed_to = _replayed_channel(entry.fields)
-        if replayed_to is not None:
-            # A dead letter put back by `runstate dlq replay`: its one channel's delivery,
-            # dead so far, is made due again. The other channels were settled before.
-            if await revive_dead_delivery(self.sessions, alert, replayed_to):
+        replayed = _replayed_delivery(entry.fields)
+        if replayed is not None:
+            # A dead letter put back by `runstate dlq replay`: its one delivery (to one
+            # channel; a flapping summary included), dead so far, is made due again. The
+            # alert's other channels were settled before.
+            if await revive_dead_delivery(self.sessions, replayed):
                 self.deliveries.wake()
             return
         website, channels = await self._audience(alert)
@@ -145,13 +147,13 @@ class NotificationStage:
         return (recent or 0) >= self.settings.ALERT_FLAP_MAX
 
 
-def _replayed_channel(fields: Mapping[str, str]) -> uuid.UUID | None:
-    """The channel of a dead letter replayed onto the stream (its `channel_id` field, which
-    alerts from the status-change stage never carry), or None."""
-    raw = fields.get("channel_id")
-    if not raw:
+def _replayed_delivery(fields: Mapping[str, str]) -> uuid.UUID | None:
+    """The delivery row of a dead letter replayed onto the stream (named by its
+    `message_id` field, which alerts from the status-change stage never carry), or None."""
+    message = fields.get("message_id")
+    if not message:
         return None
     try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise PermanentFailure(f"malformed alert: channel_id {raw!r} is not a UUID") from None
+        return log_id_of(message)
+    except ValueError as exc:
+        raise PermanentFailure(f"malformed alert: {exc}") from None

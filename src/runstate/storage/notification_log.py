@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import ColumnElement, case, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from runstate.domain.events import Alert
-from runstate.storage.tables import AlertChannel, NotificationLog
+from runstate.storage.tables import AlertChannel, Incident, NotificationLog
 
 FINAL_STATES = ("sent", "dead", "suppressed")
 UNSETTLED_STATES = ("pending", "failed")
@@ -113,29 +113,20 @@ async def decide(
 
 
 async def revive_dead_delivery(
-    sessions: async_sessionmaker[AsyncSession],
-    alert: Alert,
-    channel_id: uuid.UUID,
-    *,
-    now: datetime | None = None,
+    sessions: async_sessionmaker[AsyncSession], log_id: uuid.UUID, *, now: datetime | None = None
 ) -> bool:
-    """Make the `dead` delivery of ``alert`` to one channel due again, with a fresh count of
-    attempts (an operator replayed its dead letter: the receiver is fixed). False when that
-    row is not dead (sent meanwhile, or still under way): nothing to revive. Its last error
-    stays until the next attempt replaces it."""
+    """Make a `dead` delivery due again, with a fresh count of attempts (an operator
+    replayed its dead letter: the receiver is fixed). False when the row is not dead (sent
+    meanwhile, or still under way) or gone: nothing to revive. Its last error stays until
+    the next attempt replaces it."""
     async with sessions() as session, session.begin():
         revived = await session.execute(
             update(NotificationLog)
-            .where(
-                NotificationLog.incident_id == alert.incident_id,
-                NotificationLog.channel_id == channel_id,
-                NotificationLog.event == alert.event.value,
-                NotificationLog.delivery_status == "dead",
-            )
+            .where(NotificationLog.id == log_id, NotificationLog.delivery_status == "dead")
             .values(
                 delivery_status="failed",
                 attempts=0,
-                next_attempt_at=now or datetime.now(UTC),
+                next_attempt_at=_not_before_the_channels_hold(now or datetime.now(UTC)),
                 claimed_by=None,
                 claimed_at=None,
             )
@@ -153,6 +144,27 @@ def _not_before_the_channels_hold(due_at: datetime) -> ColumnElement[datetime]:
     )
     due = literal(due_at, NotificationLog.next_attempt_at.type)
     return case((held > due, held), else_=due)
+
+
+async def make_undecided_due(
+    sessions: async_sessionmaker[AsyncSession], *, older_than: timedelta
+) -> int:
+    """Rows recorded but never decided (the recording was cut short: a worker died, or its
+    stream entry was lost with a Redis that restarted empty) for longer than ``older_than``
+    are made due now, rather than wait for a redelivery that may never come. They are sent,
+    not suppressed: an alert too many is better than silence. How many were."""
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        made = await session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.delivery_status == "pending",
+                NotificationLog.next_attempt_at.is_(None),
+                NotificationLog.created_at < now - older_than,
+            )
+            .values(next_attempt_at=_not_before_the_channels_hold(now))
+        )
+    return int(getattr(made, "rowcount", 0) or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,26 +200,54 @@ async def due_rows(
         .order_by(NotificationLog.next_attempt_at)
         .limit(limit)
     )
+    # A deleted channel's rows (no channel, no account) are never busy: they are settled
+    # (dead-lettered) as soon as they are due. `NULL NOT IN (...)` would leave them out.
     if busy_channels:
-        query = query.where(NotificationLog.channel_id.not_in(list(busy_channels)))
+        query = query.where(
+            or_(
+                NotificationLog.channel_id.is_(None),
+                NotificationLog.channel_id.not_in(list(busy_channels)),
+            )
+        )
     if busy_users:
-        query = query.where(AlertChannel.user_id.not_in(list(busy_users)))
+        query = query.where(
+            or_(AlertChannel.user_id.is_(None), AlertChannel.user_id.not_in(list(busy_users)))
+        )
     async with sessions() as session:
         return [DueRow(*found) for found in await session.execute(query)]
 
 
 def _earlier_unsettled() -> ColumnElement[bool]:
-    """An older delivery to the same channel about the same monitor is not settled yet:
-    a receiver gets one monitor's alerts in order (never a RECOVERY before its DOWN)."""
+    """A delivery to the same channel about the same monitor that must go first is not
+    settled yet: one of an incident that started earlier, or the DOWN of this row's own
+    incident. So a receiver gets one monitor's alerts in order, never a RECOVERY before its
+    DOWN, whichever row was recorded first (a late DOWN and its RECOVERY are recorded at
+    once) and whatever the workers' clocks say."""
     earlier = aliased(NotificationLog)
+    earlier_incident = aliased(Incident)
+    this_started = (
+        select(Incident.started_at)
+        .where(Incident.id == NotificationLog.incident_id)
+        .correlate(NotificationLog)  # the outer row, two levels up
+        .scalar_subquery()
+    )
     return (
         select(earlier.id)
+        .join(earlier_incident, earlier_incident.id == earlier.incident_id)
         .where(
             earlier.channel_id == NotificationLog.channel_id,
             earlier.website_id == NotificationLog.website_id,
             earlier.delivery_status.in_(UNSETTLED_STATES),
             earlier.event != "SUMMARY",
-            earlier.created_at < NotificationLog.created_at,
+            earlier.id != NotificationLog.id,
+            or_(
+                earlier_incident.started_at < this_started,
+                and_(
+                    earlier.incident_id == NotificationLog.incident_id,
+                    earlier.event == "DOWN",
+                    NotificationLog.event != "DOWN",
+                ),
+            ),
         )
         .exists()
     )
@@ -309,3 +349,11 @@ async def hold_channel(
 def message_id(log_id: uuid.UUID) -> str:
     """The id a delivery carries (the webhook-id): the same for every attempt and redelivery."""
     return f"msg_{log_id.hex}"
+
+
+def log_id_of(message: str) -> uuid.UUID:
+    """The delivery row a message id names; ValueError when it names none."""
+    prefix, _, hex_id = message.partition("_")
+    if prefix != "msg" or len(hex_id) != 32:
+        raise ValueError(f"{message!r} is not a delivery's message id")
+    return uuid.UUID(hex=hex_id)

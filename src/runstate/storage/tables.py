@@ -249,4 +249,19 @@ class NotificationLog(Base):
         Index(None, "website_id", "created_at"),  # a monitor's notifications, newest first
         Index(None, "channel_id"),  # SET NULL when a channel is deleted
         Index(None, "next_attempt_at"),  # the due loop: rows whose attempt is due
+        # The due loop's order rule: a monitor's unsettled deliveries on a channel.
+        Index(
+            "ix_notification_logs_unsettled",
+            "channel_id",
+            "website_id",
+            sqlite_where=text("delivery_status IN ('pending', 'failed')"),
+            postgresql_where=text("delivery_status IN ('pending', 'failed')"),
+        ),
+        # Rows whose recording was cut short before their due time was decided.
+        Index(
+            "ix_notification_logs_undecided",
+            "created_at",
+            sqlite_where=text("delivery_status = 'pending' AND next_attempt_at IS NULL"),
+            postgresql_where=text("delivery_status = 'pending' AND next_attempt_at IS NULL"),
+        ),
     )

@@ -34,9 +34,32 @@ def upgrade() -> None:
         "UPDATE notification_logs SET next_attempt_at = created_at "
         "WHERE delivery_status NOT IN ('sent', 'dead', 'suppressed')"
     )
+    unsettled = sa.text("delivery_status IN ('pending', 'failed')")
+    undecided = sa.text("delivery_status = 'pending' AND next_attempt_at IS NULL")
+    op.create_index(
+        "ix_notification_logs_unsettled",
+        "notification_logs",
+        ["channel_id", "website_id"],
+        sqlite_where=unsettled,
+        postgresql_where=unsettled,
+    )
+    op.create_index(
+        "ix_notification_logs_undecided",
+        "notification_logs",
+        ["created_at"],
+        sqlite_where=undecided,
+        postgresql_where=undecided,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_notification_logs_undecided", table_name="notification_logs")
+    op.drop_index("ix_notification_logs_unsettled", table_name="notification_logs")
+    # The older worker takes a row whose `claimed_by` is set only when `claimed_at` says the
+    # claim lapsed, and this version leaves `claimed_at` empty between attempts: without this
+    # the older worker would take such rows for held for ever. (It delivers only from stream
+    # entries, so retries this version had scheduled are not made after a downgrade.)
+    op.execute("UPDATE notification_logs SET claimed_by = NULL WHERE claimed_at IS NULL")
     with op.batch_alter_table("alert_channels", schema=None) as batch_op:
         batch_op.drop_column("retry_after_until")
     with op.batch_alter_table("notification_logs", schema=None) as batch_op:
