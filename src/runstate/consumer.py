@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # Deliveries without a verdict, in multiples of `max_deliveries`, after which an entry is
 # taken to be killing the workers that handle it.
 CRASH_LOOP_FACTOR = 10
+# How soon a touch that failed (the queue was down) is tried again: once the queue is back,
+# the claim must be renewed before a rival's reclaim finds the entry idle.
+TOUCH_RETRY_SECONDS = 0.5
 
 
 class Verdict(Enum):
@@ -166,6 +169,9 @@ class Consumer:
     release: Release | None = None
     # The read-ahead; a handler that lends slots back while entries wait shares its own.
     slots: Slots | None = None
+    # Ids of the entries this consumer is handling: its own reclaim must not hand them out
+    # a second time (after an outage left them idle, XAUTOCLAIM finds them too).
+    _in_flight_ids: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.handler, EachEntry) and self.handler.outages is None:
@@ -267,6 +273,8 @@ class Consumer:
             min_idle_ms=int(self.options.reclaim_idle_seconds * 1000),
             count=count,
         )
+        # Ours already, still being handled: the reclaim only renewed their claim.
+        entries = [e for e in entries if e.id not in self._in_flight_ids]
         if entries:
             self.counters.reclaimed += len(entries)
             log.info("reclaimed idle entries", extra={**self._where(), "count": len(entries)})
@@ -274,6 +282,7 @@ class Consumer:
 
     async def _process(self, entries: list[Entry], slots: Slots) -> None:
         unsettled = {e.id: e for e in entries}
+        self._in_flight_ids.update(unsettled)
         keeper = asyncio.create_task(self._keep_claim(unsettled))
         try:
             await self._settle_part(unsettled, slots, self._worn_out(entries))
@@ -292,6 +301,7 @@ class Consumer:
             await self._settle_part(unsettled, slots, dict.fromkeys(unsettled, _NO_VERDICT))
         finally:
             keeper.cancel()
+            self._in_flight_ids.difference_update(unsettled)
             slots.give_back(len(unsettled))
 
     def _worn_out(self, entries: list[Entry]) -> Outcomes:
@@ -320,6 +330,7 @@ class Consumer:
         the queue cannot be told, they stay pending (handled again after `reclaim_idle`)
         and the rest of the batch goes on."""
         part = [unsettled.pop(entry_id) for entry_id in outcomes if entry_id in unsettled]
+        self._in_flight_ids.difference_update(e.id for e in part)
         try:
             await self._settle(part, outcomes)
         except (QueueUnavailable, GroupMissing) as exc:
@@ -332,13 +343,17 @@ class Consumer:
 
     async def _keep_claim(self, unsettled: dict[str, Entry]) -> None:
         period = self.options.reclaim_idle_seconds / 3
+        pause = period
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(pause)
             if not unsettled:
                 continue
-            # A failed touch is not fatal: the next one, or the settle, will find out.
+            # A failed touch is not fatal, but is tried again soon: the entries stay ours
+            # only if the claim is renewed as soon as the queue is back.
+            pause = min(period, TOUCH_RETRY_SECONDS)
             with suppress(QueueUnavailable, GroupMissing):
                 await self.queue.touch(self.stream, self.group, self.name, list(unsettled))
+                pause = period
 
     async def _settle(self, entries: list[Entry], outcomes: Outcomes) -> None:
         if not entries:

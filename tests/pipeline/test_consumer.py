@@ -119,8 +119,33 @@ class CountingQueue:
         return counted
 
 
+class GoesDown:
+    """Passes every call through to the real queue, except while ``down``: then each one
+    fails as a queue that cannot be reached does. ``only`` limits the outage to some
+    methods. Records when ``touch`` was called, and whether it failed."""
+
+    def __init__(self, inner: StreamQueue, only: frozenset[str] | None = None) -> None:
+        self.inner = inner
+        self.only = only
+        self.down = False
+        self.touches: list[tuple[float, bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def maybe_down(*args: Any, **kwargs: Any) -> Any:
+            failing = self.down and (self.only is None or name in self.only)
+            if name == "touch":
+                self.touches.append((time.monotonic(), failing))
+            if failing:
+                raise QueueUnavailable("connection refused")
+            return await method(*args, **kwargs)
+
+        return maybe_down
+
+
 def make_consumer(
-    queue: StreamQueue | CountingQueue,
+    queue: StreamQueue | CountingQueue | GoesDown,
     stream: str,
     handler: BatchHandler,
     *,
@@ -1038,3 +1063,73 @@ async def test_a_dead_lettered_entry_releases_what_it_holds_before_it_is_dead_le
     # that did not.
     letters = await dead_letters(queue, stream)
     assert [letter.fields["dead_letter_entry_id"] for letter in letters] == [entry_id]
+
+
+# -- claims across a queue outage -------------------------------------------------------------
+
+
+async def test_after_a_queue_outage_longer_than_reclaim_idle_an_entry_is_not_handled_twice(
+    backend: QueueBackend, stream: str
+) -> None:
+    """Touches fail while the queue is down; when it is back, the consumer's own reclaim
+    finds the entry idle: it must not hand it to a second handler while the first runs."""
+    queue = GoesDown(backend.queue)
+    options = replace(FAST, outage_retry_max_seconds=0.2)
+    running_now = 0
+    most_at_once = 0
+    calls: list[str] = []
+    finish = asyncio.Event()
+
+    async def handle(entry: Entry) -> None:
+        nonlocal running_now, most_at_once
+        calls.append(entry.id)
+        running_now += 1
+        most_at_once = max(most_at_once, running_now)
+        try:
+            await finish.wait()
+        finally:
+            running_now -= 1
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 4), options=options)
+    async with running(consumer):
+        await backend.queue.ensure_group(stream, GROUP)
+        [entry_id] = await publish(backend.queue, stream, fields_of(1))
+        await until(lambda: calls == [entry_id], what="handling begun")
+        queue.down = True
+        await asyncio.sleep(options.reclaim_idle_seconds * 1.5)
+        queue.down = False
+        await until(lambda: consumer.counters.outages >= 1, what="the outage seen")
+        # Time for the loop to reclaim (every reclaim_idle / 2) once the queue is back.
+        await asyncio.sleep(options.reclaim_idle_seconds)
+        assert calls == [entry_id], "handled a second time while the first is running"
+        assert consumer.counters.reclaimed == 0
+        finish.set()
+        await until(lambda: consumer.counters.handled == 1, what="handled")
+        await until(lambda: _pending_is(backend.queue, stream, 0), what="acknowledged")
+    assert most_at_once == 1
+
+
+async def test_a_failed_touch_is_tried_again_soon_not_a_third_of_reclaim_idle_later(
+    backend: QueueBackend, stream: str
+) -> None:
+    queue = GoesDown(backend.queue, only=frozenset({"touch"}))
+    options = replace(FAST, reclaim_idle_seconds=6.0)  # touches every 2 s
+    finish = asyncio.Event()
+
+    async def handle(entry: Entry) -> None:
+        await finish.wait()
+
+    consumer = make_consumer(queue, stream, each_entry(handle, 1), options=options)
+    async with running(consumer):
+        await backend.queue.ensure_group(stream, GROUP)
+        await publish(backend.queue, stream, fields_of(1))
+        queue.down = True
+        await until(lambda: len(queue.touches) == 1, timeout=5, what="a first touch")
+        queue.down = False
+        await until(lambda: len(queue.touches) == 2, timeout=5, what="the touch tried again")
+        finish.set()
+        await until(lambda: consumer.counters.handled == 1, what="handled")
+    (failed_at, failed), (retried_at, retry_failed) = queue.touches[:2]
+    assert failed
+    assert not retry_failed
+    assert retried_at - failed_at < options.reclaim_idle_seconds / 3 / 2
