@@ -32,6 +32,8 @@ from tests.api.server import ApiServer
 
 BATCH = 100  # the least DELETE_BATCH_ROWS allows
 _DELETE = re.compile(r"\s*DELETE\s+FROM\s+(\w+)", re.IGNORECASE)
+_UPDATE = re.compile(r"\s*UPDATE\s+(\w+)", re.IGNORECASE)
+_HISTORY = ("notification_logs", "incidents", "website_checks")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -44,13 +46,32 @@ def batch_api(
 
 @dataclass
 class Statements:
-    """What every engine of this process sent: ("DELETE", table, rows) and ("COMMIT",)."""
+    """What every engine of this process sent: ("DELETE", table, rows), ("UPDATE", table,
+    rows) and ("COMMIT",)."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
     def deletes(self, table: str) -> list[int]:
         """The row counts of the DELETE statements on ``table``, in order."""
         return [e[2] for e in self.events if e[0] == "DELETE" and e[1] == table]
+
+    def updates(self, table: str) -> list[int]:
+        """The row counts of the UPDATE statements on ``table``, in order."""
+        return [e[2] for e in self.events if e[0] == "UPDATE" and e[1] == table]
+
+    def assert_each_monitor_paused_on_its_own_before_its_history_goes(self) -> None:
+        """Each UPDATE of websites (the pause) is committed before the next statement, and
+        no monitor's history is deleted before a pause that its own DELETE has not yet
+        followed."""
+        paused = False
+        for index, entry in enumerate(self.events):
+            if entry[:2] == ("UPDATE", "websites"):
+                assert self.events[index + 1] == ("COMMIT",), self.events
+                paused = True
+            elif entry[:2] == ("DELETE", "websites"):
+                paused = False
+            elif entry[0] == "DELETE" and entry[1] in _HISTORY:
+                assert paused, f"history deleted before the monitor was paused: {self.events}"
 
     def assert_each_delete_committed_on_its_own(self) -> None:
         kinds = [e[0] for e in self.events if e[0] in ("DELETE", "COMMIT")]
@@ -75,6 +96,8 @@ def watching() -> Iterator[Statements]:
     def after_execute(_conn: Connection, cursor: Any, statement: str, *_: Any, **__: Any) -> None:
         if match := _DELETE.match(statement):
             seen.events.append(("DELETE", match.group(1), cursor.rowcount))
+        elif match := _UPDATE.match(statement):
+            seen.events.append(("UPDATE", match.group(1), cursor.rowcount))
 
     def on_commit(_conn: Connection) -> None:
         seen.events.append(("COMMIT",))
@@ -157,7 +180,9 @@ def test_deleting_a_monitor_removes_its_history_in_batches_each_committed_alone(
     assert statements.deletes("notification_logs") == [BATCH, 30]
     assert statements.deletes("incidents") == [2]
     assert statements.deletes("websites") == [1]
+    assert statements.updates("websites") == [1]
     statements.assert_each_delete_committed_on_its_own()
+    statements.assert_each_monitor_paused_on_its_own_before_its_history_goes()
     assert statements.position("websites") > statements.position("website_checks")
 
 
@@ -193,6 +218,8 @@ def test_deleting_an_account_removes_everything_it_owns_in_batches(batch_api: Ap
 
     assert statements.deletes("website_checks") == [BATCH, 20] * 2
     assert statements.deletes("websites") == [1, 1]
+    assert statements.updates("websites") == [1, 1]
+    statements.assert_each_monitor_paused_on_its_own_before_its_history_goes()
     assert statements.deletes("refresh_tokens") == [1]
     assert statements.deletes("alert_channels") == [1]
     assert statements.deletes("users") == [1]
@@ -208,3 +235,31 @@ def test_deleting_an_unknown_account_is_404_and_deletes_nothing(batch_api: ApiSe
         answer = admin.delete(f"/admin/users/{uuid.uuid4()}")
     assert answer.status_code == 404, answer.text
     assert statements.events == []
+
+
+def test_a_monitor_whose_deletion_was_cut_short_is_left_paused_not_live(
+    batch_api: ApiServer,
+) -> None:
+    """Its open incident may be gone: checked on, its next UP would resolve nothing."""
+    _, token, _ = batch_api.new_user()
+    website_id = _monitor_with_history(batch_api, token, checks=10, notifications=1)
+
+    def database_gone(_conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        if (match := _DELETE.match(statement)) and match.group(1) == "website_checks":
+            raise ConnectionResetError("the database went away")
+
+    event.listen(Engine, "before_cursor_execute", database_gone)
+    try:
+        with batch_api.client(token) as client:
+            cut_short = client.delete(f"/websites/{website_id}")
+    finally:
+        event.remove(Engine, "before_cursor_execute", database_gone)
+    assert cut_short.status_code >= 500, cut_short.text
+    assert _history(batch_api, website_id)["incidents"] == 0
+    with batch_api.client(token) as client:
+        left = client.get(f"/websites/{website_id}")
+        assert left.status_code == 200, left.text
+        assert left.json()["data"]["paused"] is True
+        # Deleting it again finishes the job.
+        assert client.delete(f"/websites/{website_id}").status_code == 200
+    assert set(_history(batch_api, website_id).values()) == {0}

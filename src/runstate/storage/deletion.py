@@ -6,11 +6,14 @@ them in one statement and one transaction: on SQLite that holds the database's o
 lock, and so stalls every worker's writes, for as long as it takes; on PostgreSQL it is one
 long transaction with all of its row locks and a burst of WAL.
 
-So the history goes first, at most ``batch_rows`` rows per statement, each statement in a
+So the monitor is paused first, in a short transaction of its own, as the API pauses it: the
+scheduler stops checking it, so no new incident opens or resolves while its history goes.
+The history goes next, at most ``batch_rows`` rows per statement, each statement in a
 transaction of its own; the owning row goes last, and its cascade takes only the few rows the
-pipeline wrote meanwhile (a check that was in flight). Until that last statement the monitor
-is what it was, still listed and still checked: a deletion cut short (a restart, a database
-outage) leaves the monitor with part of its history, and deleting it again finishes the job.
+pipeline wrote meanwhile (a check that was in flight). A deletion cut short (a restart, a
+database outage) leaves the monitor listed, paused, with part of its history: never a live
+monitor whose open incident is gone (its next UP would resolve nothing and send no
+RECOVERY). Deleting it again finishes the job.
 
 Only the functions here begin and commit transactions: they take the engine, not a session.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-from sqlalchemy import ColumnElement, Table, delete, select
+from sqlalchemy import ColumnElement, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runstate.storage.tables import (
@@ -32,6 +35,7 @@ from runstate.storage.tables import (
     User,
     Website,
     WebsiteCheck,
+    utcnow,
 )
 
 
@@ -72,10 +76,20 @@ async def delete_in_batches(
 
 
 async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows: int) -> bool:
-    """Delete the monitor's deliveries, incidents and checks in batches, then the monitor.
+    """Pause the monitor, delete its deliveries, incidents and checks in batches, then the
+    monitor.
 
-    Returns False when there was no such monitor (any more) by the time of the last step.
+    Returns False when there was no such monitor (any more) at the first or the last step.
     """
+    async with engine.begin() as connection:
+        # `updated_at` is what the scheduler polls to see that the monitor is paused.
+        paused = await connection.execute(
+            update(_websites)
+            .where(_websites.c.id == website_id)
+            .values(paused=True, updated_at=utcnow())
+        )
+    if paused.rowcount == 0:
+        return False
     for table in WEBSITE_HISTORY:
         await delete_in_batches(engine, table, table.c.website_id == website_id, batch_rows)
     async with engine.begin() as connection:
@@ -86,7 +100,8 @@ async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows:
 async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) -> bool:
     """Delete the account with everything it owns, in batches: its refresh tokens first (no
     sign-in of it can be renewed from then on), then each monitor as :func:`delete_website`
-    does, its channels, and last the account, whose cascade takes what it made meanwhile.
+    does (paused first), its channels, and last the account, whose cascade takes what it made
+    meanwhile.
 
     Returns False when there was no such account (any more) by the time of the last step.
     """
