@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from runstate.checks.base import Check
+from runstate.domain.events import CheckJob
 from runstate.metrics import PipelineMetrics
 from runstate.pipeline.monitor import MonitoringStage
 from runstate.queue.backend import QueueBackend, open_backend
@@ -51,6 +52,22 @@ from tests.api.server import postgres_database
 T = TypeVar("T")
 JWT_SECRET = "pipeline-test-secret-that-is-long-enough-0123456789"
 SMTP_FROM = "alerts@runstate.example"
+
+
+def job_for(website: Website, *, timeout_ms: int = 5000) -> CheckJob:
+    """A due check of ``website`` now, as the scheduler would enqueue it."""
+    return CheckJob(
+        website_id=website.id,
+        url=website.url,
+        method=website.method,
+        timeout_ms=timeout_ms,
+        expected_status=website.expected_status,
+        keyword=website.keyword,
+        confirmations=website.confirmations,
+        recovery_confirmations=website.recovery_confirmations,
+        interval_seconds=website.interval_seconds,
+        scheduled_at=datetime.now(UTC),
+    )
 
 
 def free_port() -> int:

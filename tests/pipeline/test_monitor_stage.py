@@ -29,6 +29,7 @@ from tests.pipeline.conftest import (
     StageDb,
     Targets,
     TcpProxy,
+    job_for,
     lose_monitor_states,
     publish_and_read,
     stream_entries,
@@ -102,21 +103,6 @@ async def setup(
         await check.aclose()
 
 
-def job(website: Website) -> CheckJob:
-    return CheckJob(
-        website_id=website.id,
-        url=website.url,
-        method=website.method,
-        timeout_ms=5000,
-        expected_status=website.expected_status,
-        keyword=website.keyword,
-        confirmations=website.confirmations,
-        recovery_confirmations=website.recovery_confirmations,
-        interval_seconds=website.interval_seconds,
-        scheduled_at=datetime.now(UTC),
-    )
-
-
 def at_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -128,7 +114,7 @@ async def test_a_batch_writes_one_check_row_per_job_and_moves_each_monitor_forwa
     up, down = await setup.monitor(user, "up"), await setup.monitor(user, "down")
     setup.targets.codes["down"] = 503
 
-    outcomes = await setup.batch(job(up), job(down))
+    outcomes = await setup.batch(job_for(up), job_for(down))
 
     assert outcomes == [DONE, DONE]
     [up_row] = await setup.checks(up.id)
@@ -159,7 +145,7 @@ async def test_a_batch_writes_one_check_row_per_job_and_moves_each_monitor_forwa
     assert setup.count("runstate_checks_total", result="up") == 1
     assert setup.count("runstate_checks_total", result="status") == 1
 
-    await setup.batch(job(up))
+    await setup.batch(job_for(up))
 
     first, second = await setup.checks(up.id)
     assert second.created_at > first.created_at
@@ -171,13 +157,13 @@ async def test_a_monitor_needing_two_confirmations_changes_once_on_the_second_fa
 ) -> None:
     user = await setup.db.user()
     website = await setup.monitor(user, "flaky", confirmations=2, recovery_confirmations=1)
-    await setup.batch(job(website))  # up: the first observation
+    await setup.batch(job_for(website))  # up: the first observation
     setup.targets.codes["flaky"] = 500
 
-    await setup.batch(job(website))
+    await setup.batch(job_for(website))
     assert await setup.changes() == []  # one failure is not yet DOWN
-    await setup.batch(job(website))
-    await setup.batch(job(website))  # still down: no second change
+    await setup.batch(job_for(website))
+    await setup.batch(job_for(website))  # still down: no second change
 
     [down] = await setup.changes()
     confirming = (await setup.checks(website.id))[2]
@@ -189,7 +175,7 @@ async def test_a_monitor_needing_two_confirmations_changes_once_on_the_second_fa
     assert setup.count("runstate_status_changes_total", to="down") == 1
 
     setup.targets.codes["flaky"] = 200
-    await setup.batch(job(website))
+    await setup.batch(job_for(website))
 
     _, recovered = await setup.changes()
     assert (recovered.prev_status, recovered.current_status) == (Status.DOWN, Status.UP)
@@ -201,7 +187,7 @@ async def test_a_job_of_a_monitor_deleted_before_the_write_does_not_fail_the_bat
 ) -> None:
     user = await setup.db.user()
     kept, gone = await setup.monitor(user, "kept"), await setup.monitor(user, "gone")
-    jobs = [job(kept), job(gone)]
+    jobs = [job_for(kept), job_for(gone)]
     await setup.db.delete(Website, gone.id)
 
     outcomes = await setup.batch(*jobs)
@@ -220,7 +206,7 @@ async def test_a_lost_monitor_state_is_rebuilt_from_the_database_without_a_spuri
     still_down, recovering, still_up = [
         await setup.monitor(user, name) for name in ("still-down", "recovering", "still-up")
     ]
-    jobs = [job(still_down), job(recovering), job(still_up)]
+    jobs = [job_for(still_down), job_for(recovering), job_for(still_up)]
     await setup.batch(*jobs)  # all up: first observations
     setup.targets.codes |= {"still-down": 500, "recovering": 500}
     await setup.batch(*jobs)
@@ -260,7 +246,7 @@ async def test_the_pending_marks_of_a_batch_are_released_after_it(setup: Setup) 
     assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True] * 3
     assert await setup.backend.pending.mark(due, now_ms=now_ms) == [False] * 3
 
-    await setup.batch(*(job(w) for w in websites))
+    await setup.batch(*(job_for(w) for w in websites))
 
     assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True] * 3
     await setup.backend.pending.release([w.id for w in websites])
@@ -271,11 +257,11 @@ async def test_a_malformed_job_is_dead_and_the_rest_of_the_batch_is_written(
 ) -> None:
     user = await setup.db.user()
     website = await setup.monitor(user, "fine")
-    broken = job(website).to_fields()
+    broken = job_for(website).to_fields()
     del broken["url"]
-    wrong = {**job(website).to_fields(), "timeout_ms": "soon"}
+    wrong = {**job_for(website).to_fields(), "timeout_ms": "soon"}
 
-    outcomes = await setup.batch(broken, job(website), wrong)
+    outcomes = await setup.batch(broken, job_for(website), wrong)
 
     first, second, third = outcomes
     assert first.verdict is Verdict.DEAD
@@ -292,7 +278,7 @@ async def test_a_batch_is_written_whole_except_for_monitors_deleted_while_it_ran
     user = await setup.db.user()
     websites = [await setup.monitor(user, f"many-{n}") for n in range(20)]
     gone = websites.pop()
-    jobs = [job(w) for w in [*websites, gone]]
+    jobs = [job_for(w) for w in [*websites, gone]]
     await setup.db.delete(Website, gone.id)
 
     await setup.batch(*jobs)
@@ -318,7 +304,7 @@ async def test_a_check_that_hangs_holds_back_no_other_check_of_its_batch(setup: 
     hanging = await setup.monitor(user, "hanging")
     healthy = [await setup.monitor(user, f"healthy-{n}") for n in range(3)]
     setup.targets.held["hanging"] = asyncio.Event()
-    entries = await setup.entries(job(hanging), *(job(w) for w in healthy))
+    entries = await setup.entries(job_for(hanging), *(job_for(w) for w in healthy))
     hanging_entry = entries[0].id
 
     verdicts = setup.stage.handle_batch(entries)
@@ -349,7 +335,7 @@ async def test_checks_beyond_the_cap_of_one_host_wait_without_holding_a_slot(
     other_url = setup.targets.url("other").replace("127.0.0.1", "localhost")
     other = await setup.db.website(user, other_url)
     release = setup.targets.held["hung"] = asyncio.Event()
-    entries = await setup.entries(*(job(w) for w in hung), job(other))
+    entries = await setup.entries(*(job_for(w) for w in hung), job_for(other))
     # As the consumer does: one read-ahead slot per entry read, back when it is settled.
     assert await stage.read_ahead.take(len(entries), asyncio.Event()) == 5
 
@@ -382,7 +368,7 @@ async def test_a_dead_lettered_check_releases_its_monitors_pending_mark(
     due = [DueCheck(website.id, stale_after_ms=3_600_000)]
     now_ms = at_ms(datetime.now(UTC))
     assert await setup.backend.pending.mark(due, now_ms=now_ms) == [True]
-    malformed = {**job(website).to_fields(), "timeout_ms": "soon"}
+    malformed = {**job_for(website).to_fields(), "timeout_ms": "soon"}
     stream = f"{stage_prefix}:monitoring"
     consumer = Consumer(
         queue=setup.backend.queue,
@@ -438,7 +424,7 @@ async def test_results_met_by_a_redis_outage_wait_in_place_and_are_written_once(
     website = await stage_db.website(user, http_targets.url("up"))
     stream = f"{stage_prefix}:monitoring"
     try:
-        [entry] = await publish_and_read(backend.queue, stream, [job(website).to_fields()])
+        [entry] = await publish_and_read(backend.queue, stream, [job_for(website).to_fields()])
         await proxy.cut()
         handled = asyncio.create_task(_outcomes(stage, [entry]))
         await asyncio.sleep(1.5)  # the outage: longer than a few retries

@@ -20,7 +20,6 @@ from runstate.consumer import PermanentFailure
 from runstate.domain.events import (
     Alert,
     AlertEvent,
-    CheckJob,
     StatusChange,
     status_change_event_id,
 )
@@ -36,6 +35,7 @@ from tests.pipeline.conftest import (
     MakeMonitoringStage,
     StageDb,
     Targets,
+    job_for,
     publish_and_read,
     stream_entries,
     utc_ms,
@@ -614,18 +614,7 @@ async def check_once(
 ) -> None:
     """One check of ``website`` by the monitoring stage, then every status change it emitted
     through the status-change stage, as the two workers would."""
-    job = CheckJob(
-        website_id=website.id,
-        url=website.url,
-        method=website.method,
-        timeout_ms=5000,
-        expected_status=website.expected_status,
-        keyword=website.keyword,
-        confirmations=website.confirmations,
-        recovery_confirmations=website.recovery_confirmations,
-        interval_seconds=website.interval_seconds,
-        scheduled_at=datetime.now(UTC),
-    )
+    job = job_for(website)
     queue = setup.backend.queue
     entries = await publish_and_read(queue, f"{prefix}:monitoring", [job.to_fields()])
     async for _ in monitoring.handle_batch(entries):
