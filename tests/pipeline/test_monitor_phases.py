@@ -16,8 +16,7 @@ from sqlalchemy import select
 from runstate.checks.http import HttpCheck
 from runstate.queue.backend import QueueBackend
 from runstate.storage.tables import WebsiteCheck
-from tests.pipeline.conftest import MakeMonitoringStage, StageDb, publish_and_read
-from tests.pipeline.test_monitor_stage import job
+from tests.pipeline.conftest import MakeMonitoringStage, StageDb, job_for, publish_and_read
 
 
 async def ok(request: web.Request) -> web.Response:
@@ -48,7 +47,7 @@ async def test_the_phases_and_certificate_expiry_of_each_check_are_stored(
         user = await stage_db.user()
         secure = await stage_db.website(user, f"https://127.0.0.1:{server.port}/")
         refusing = await stage_db.website(user, refusing_url)
-        items = [job(secure).to_fields(), job(refusing).to_fields()]
+        items = [job_for(secure).to_fields(), job_for(refusing).to_fields()]
         entries = await publish_and_read(stage_backend.queue, f"{stage_prefix}:m", items)
         try:
             async for _ in stage.handle_batch(entries):
