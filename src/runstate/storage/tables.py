@@ -137,18 +137,26 @@ class Website(Base):
 
 
 class WebsiteCheck(Base):
-    """One check result (a tick)."""
+    """One check result (a tick), kept CHECK_RETENTION_DAYS.
+
+    On PostgreSQL the table is range-partitioned by day on `created_at`
+    (runstate.history.partitions): a day ages out by dropping its partition, never by
+    DELETE. A row carries no surrogate id and no foreign key checked on every insert: the
+    primary key is its one index, serves "a monitor's checks, newest first" and time ranges,
+    and makes writing the same result twice (a write retried after its commit was lost) a
+    no-op. The pipeline skips results of monitors that no longer exist; the deletion of a
+    monitor deletes its checks (runstate.storage.deletion).
+    """
 
     __tablename__ = "website_checks"
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    website_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("websites.id", ondelete="CASCADE"))
-    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id"))
+    website_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(primary_key=True, default=utcnow)
+    region_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     response_time_ms: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The check's phases (runstate.checks.base.Phases); None where not reached or older rows.
     dns_ms: Mapped[int | None] = mapped_column(Integer)
     connect_ms: Mapped[int | None] = mapped_column(Integer)
@@ -156,9 +164,86 @@ class WebsiteCheck(Base):
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
     cert_expires_at: Mapped[datetime | None]
 
+    __table_args__ = {"postgresql_partition_by": "RANGE (created_at)"}
+
+
+class _Rollup:
+    """The columns of a rollup: what one monitor's checks from one region added up to in one
+    bucket of time (an hour, or a UTC day) starting at `bucket_start`.
+
+    Counts are bounded by the bucket (checks are at least a second apart), so 32 bits never
+    overflow; sums are 64 bits. `up_seconds` and `down_seconds` are the time the bucket's UP
+    and DOWN checks stand for (each check its monitor's interval), capped together at the
+    bucket's length: what is left of the bucket had no data. The histogram's columns are
+    runstate.history.latency.LATENCY_COLUMNS.
+    """
+
+    website_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    region_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    up_checks: Mapped[int] = mapped_column(Integer, default=0)
+    up_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    down_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # Checks that measured a response time, with their sum, minimum and maximum.
+    timed_checks: Mapped[int] = mapped_column(Integer, default=0)
+    response_time_sum_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    response_time_min_ms: Mapped[int | None] = mapped_column(Integer)
+    response_time_max_ms: Mapped[int | None] = mapped_column(Integer)
+    rt_le_10: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_25: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_50: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_75: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_100: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_150: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_200: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_300: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_500: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_750: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_1000: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_1500: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_2500: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_5000: Mapped[int] = mapped_column(Integer, default=0)
+    rt_le_10000: Mapped[int] = mapped_column(Integer, default=0)
+    rt_over: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HourlyRollup(_Rollup, Base):
+    """Hourly rollups, kept HOURLY_ROLLUP_RETENTION_DAYS (the primary key serves one monitor's
+    range; `bucket_start` alone serves retention)."""
+
+    __tablename__ = "check_rollups_hourly"
+    __table_args__ = (Index(None, "bucket_start"),)
+
+
+class DailyRollup(_Rollup, Base):
+    """Daily (UTC) rollups, kept DAILY_ROLLUP_RETENTION_DAYS (0: forever)."""
+
+    __tablename__ = "check_rollups_daily"
+    __table_args__ = (Index(None, "bucket_start"),)
+
+
+class WebsitePause(Base):
+    """A period a monitor was paused, from `paused_at` to `resumed_at` (null while it still
+    is): time that uptime figures leave out and report apart, never as up or down."""
+
+    __tablename__ = "website_pauses"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    website_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("websites.id", ondelete="CASCADE"))
+    paused_at: Mapped[datetime]
+    resumed_at: Mapped[datetime | None]
+
     __table_args__ = (
-        # checks newest first, response times within [since, until]
-        Index(None, "website_id", "created_at"),
+        Index(None, "website_id", "paused_at"),  # a monitor's pauses within a window
+        # At most one open pause per monitor.
+        Index(
+            "uq_website_pauses_one_open_per_website",
+            "website_id",
+            unique=True,
+            sqlite_where=text("resumed_at IS NULL"),
+            postgresql_where=text("resumed_at IS NULL"),
+        ),
     )
 
 
