@@ -1,0 +1,423 @@
+"""Time-weighted uptime: what share of the time a monitor was watched it was up.
+
+Definitions (all times UTC; every figure of a request comes from one SQL statement):
+
+- A window ends now. `24h` is the last 24 UTC hours, the current one included:
+  [floor_hour(now) - 23 h, now). `7d`, `30d`, `90d` and `365d` are the last N UTC days,
+  today included: [today 00:00 - (N - 1) days, now). A day of the daily history is
+  [00:00, 24:00) of that UTC day, cut at now for today.
+- Eligible time: the period clipped to [time_added, now), minus the monitor's paused periods
+  (website_pauses; an open pause runs to now). paused_seconds is the paused part of the
+  clipped period, so until - max(since, time_added) = paused + eligible.
+- downtime_seconds: the monitor's incidents (an active one runs to now) intersected with the
+  eligible time. An incident is confirmed downtime, whatever the checks inside it said.
+- The rollups whose bucket starts in the period say how much of it had data: up_seconds and
+  down_seconds (the time the bucket's UP and DOWN checks stand for). Where several regions
+  check a monitor, a bucket counts as much as its best-covered region (the largest up_seconds,
+  and the largest down_seconds within what is left of the bucket).
+  no_data_seconds = max(0, eligible - downtime - up - max(0, down - downtime)): DOWN checks
+  outside incidents (failures not confirmed) count as data, not as downtime.
+- uptime_percent = 100 * (1 - downtime / (eligible - no_data)); null when eligible - no_data
+  is under a second. Time without data is never counted as up: a period with no data at all
+  has no uptime, not 100 %.
+- incidents: how many incidents overlap the period [since, until); checks: the rollups'
+  checks summed over the period.
+
+Pauses of one monitor never overlap each other, nor do its incidents (one open at a time,
+each closed before the next opens); the sums below rely on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import Subquery
+
+from runstate.history.latency import LATENCY_COLUMNS, percentile
+from runstate.history.sql import epoch_seconds, greatest, least, overlap, seconds
+from runstate.storage.tables import (
+    DailyRollup,
+    HourlyRollup,
+    Incident,
+    Website,
+    WebsitePause,
+)
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+WINDOW_DAYS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+WINDOW_NAMES: tuple[str, ...] = ("24h", *WINDOW_DAYS)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# An eligible time with data shorter than this is none (float rounding on SQLite's julianday).
+MIN_MEASURED_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    since: datetime
+    until: datetime
+
+    @property
+    def hourly(self) -> bool:
+        """Whether the window is read from the hourly rollups (else the daily ones)."""
+        return self.name == "24h"
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(moment: datetime) -> datetime:
+    return floor_hour(moment).replace(hour=0)
+
+
+def window(name: str, now: datetime) -> Window:
+    """The window called ``name`` (one of WINDOW_NAMES) ending at ``now``; KeyError else."""
+    if name == "24h":
+        return Window(name, floor_hour(now) - 23 * HOUR, now)
+    return Window(name, floor_day(now) - (WINDOW_DAYS[name] - 1) * DAY, now)
+
+
+def epoch(moment: datetime) -> float:
+    return (moment - EPOCH).total_seconds()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one monitor's period adds up to (see the module's definitions)."""
+
+    uptime_percent: float | None
+    eligible_seconds: int
+    downtime_seconds: int
+    no_data_seconds: int
+    paused_seconds: int
+    incidents: int
+    checks: int
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Response times over a period, from the rollups (null when none was measured)."""
+
+    avg_ms: float | None
+    min_ms: int | None
+    max_ms: int | None
+    p95_ms: float | None
+
+
+# --- the statement ---------------------------------------------------------------------------
+
+
+def _monitors(query: Select[Any]) -> CTE:
+    """The monitors a statement covers: ``query`` selects websites rows; id and added_s kept."""
+    return query.add_columns(epoch_seconds(Website.time_added).label("added_s")).cte("monitors")
+
+
+def _window_periods(windows: Sequence[Window]) -> CTE:
+    rows = [
+        select(
+            literal(w.name, String()).label("key"),
+            seconds(epoch(w.since)).label("since_s"),
+            seconds(epoch(w.until)).label("until_s"),
+            literal(w.hourly, Boolean()).label("hourly"),
+        )
+        for w in windows
+    ]
+    return (rows[0] if len(rows) == 1 else union_all(*rows)).cte("periods")
+
+
+def _day_periods(first_day: datetime, days: int, now: datetime) -> CTE:
+    """One period per UTC day from ``first_day``: key n (0, 1, …) for first_day + n days."""
+    numbers = select(literal(0, Integer()).label("n")).cte("day_numbers", recursive=True)
+    numbers = numbers.union_all(select(numbers.c.n + 1).where(numbers.c.n < days - 1))
+    since_s = seconds(epoch(first_day)) + numbers.c.n * 86400.0
+    return select(
+        numbers.c.n.label("key"),
+        since_s.label("since_s"),
+        least(since_s + 86400.0, seconds(epoch(now))).label("until_s"),
+        false().label("hourly"),
+    ).cte("periods")
+
+
+def _start(monitors: CTE, periods: CTE) -> ColumnElement[float]:
+    """Where a monitor's period starts counting: its start, or when the monitor was added."""
+    return greatest(periods.c.since_s, monitors.c.added_s)
+
+
+def _paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+    p = WebsitePause
+    p_end = func.coalesce(epoch_seconds(p.resumed_at), seconds(epoch(now)))
+    shared = overlap(
+        [epoch_seconds(p.paused_at), _start(monitors, periods)], [p_end, periods.c.until_s]
+    )
+    return (
+        select(monitors.c.id, periods.c.key, func.sum(shared).label("paused_s"))
+        .join(p, p.website_id == monitors.c.id)
+        .join(periods, true())
+        .where(p.paused_at < now, or_(p.resumed_at.is_(None), p.resumed_at > lo))
+        .group_by(monitors.c.id, periods.c.key)
+        .subquery("paused")
+    )
+
+
+def _incident_span(now: datetime) -> tuple[ColumnElement[float], ColumnElement[float]]:
+    i = Incident
+    return epoch_seconds(i.started_at), func.coalesce(
+        epoch_seconds(i.resolved_at), seconds(epoch(now))
+    )
+
+
+def _incidents(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+    i = Incident
+    i_start, i_end = _incident_span(now)
+    down = overlap([i_start, _start(monitors, periods)], [i_end, periods.c.until_s])
+    meets = and_(i_start < periods.c.until_s, i_end > periods.c.since_s)
+    return (
+        select(
+            monitors.c.id,
+            periods.c.key,
+            func.sum(down).label("incident_s"),
+            func.sum(case((meets, 1), else_=0)).label("incidents"),
+        )
+        .join(i, i.website_id == monitors.c.id)
+        .join(periods, true())
+        .where(i.started_at < now, or_(i.resolved_at.is_(None), i.resolved_at > lo))
+        .group_by(monitors.c.id, periods.c.key)
+        .subquery("incidents")
+    )
+
+
+def _incidents_paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+    """The part of the incidents that fell in paused time (not eligible, so not downtime)."""
+    i, p = Incident, WebsitePause
+    i_start, i_end = _incident_span(now)
+    p_end = func.coalesce(epoch_seconds(p.resumed_at), seconds(epoch(now)))
+    shared = overlap(
+        [i_start, epoch_seconds(p.paused_at), _start(monitors, periods)],
+        [i_end, p_end, periods.c.until_s],
+    )
+    return (
+        select(monitors.c.id, periods.c.key, func.sum(shared).label("paused_incident_s"))
+        .join(i, i.website_id == monitors.c.id)
+        .join(p, p.website_id == monitors.c.id)
+        .join(periods, true())
+        .where(i.started_at < now, or_(i.resolved_at.is_(None), i.resolved_at > lo))
+        .where(p.paused_at < now, or_(p.resumed_at.is_(None), p.resumed_at > lo))
+        .group_by(monitors.c.id, periods.c.key)
+        .subquery("incidents_paused")
+    )
+
+
+def _buckets(
+    table: type[HourlyRollup] | type[DailyRollup],
+    monitors: CTE,
+    periods: CTE,
+    lo: datetime,
+    hi: datetime,
+    hourly: bool,
+) -> Select[Any]:
+    """Each bucket of ``table`` in a period, its regions added up (see the definitions)."""
+    r = table.__table__.c
+    length = 3600 if hourly else 86400
+    start = epoch_seconds(r.bucket_start)
+    up = func.max(r.up_seconds)
+    return (
+        select(
+            r.website_id,
+            periods.c.key,
+            func.sum(r.checks).label("checks"),
+            func.sum(r.up_checks).label("up_checks"),
+            up.label("up_s"),
+            least(func.max(r.down_seconds), seconds(length) - up).label("down_s"),
+            func.sum(r.timed_checks).label("timed_checks"),
+            func.sum(r.response_time_sum_ms).label("rt_sum"),
+            func.min(r.response_time_min_ms).label("rt_min"),
+            func.max(r.response_time_max_ms).label("rt_max"),
+            *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
+        )
+        .join(periods, and_(start >= periods.c.since_s, start < periods.c.until_s))
+        .where(
+            r.website_id.in_(select(monitors.c.id)),
+            r.bucket_start >= lo,
+            r.bucket_start < hi,
+            periods.c.hourly == hourly,
+        )
+        .group_by(r.website_id, periods.c.key, r.bucket_start)
+    )
+
+
+def _rollups(buckets: Sequence[Select[Any]]) -> Subquery:
+    b = (buckets[0] if len(buckets) == 1 else union_all(*buckets)).subquery("buckets")
+    return (
+        select(
+            b.c.website_id,
+            b.c.key,
+            func.sum(b.c.checks).label("checks"),
+            func.sum(b.c.up_checks).label("up_checks"),
+            func.sum(b.c.up_s).label("up_s"),
+            func.sum(b.c.down_s).label("down_s"),
+            func.sum(b.c.timed_checks).label("timed_checks"),
+            func.sum(b.c.rt_sum).label("rt_sum"),
+            func.min(b.c.rt_min).label("rt_min"),
+            func.max(b.c.rt_max).label("rt_max"),
+            *(func.sum(b.c[column]).label(column) for column in LATENCY_COLUMNS),
+        )
+        .group_by(b.c.website_id, b.c.key)
+        .subquery("rollups")
+    )
+
+
+def _figures(
+    monitors: CTE, periods: CTE, rollups: Subquery, lo: datetime, now: datetime
+) -> Select[Any]:
+    """One row per (monitor, period): the figures, the monitor's columns and the latency."""
+    paused = _paused(monitors, periods, lo, now)
+    incidents = _incidents(monitors, periods, lo, now)
+    incidents_paused = _incidents_paused(monitors, periods, lo, now)
+    zero = seconds(0)
+    paused_s = func.coalesce(paused.c.paused_s, zero)
+    span = greatest(zero, periods.c.until_s - _start(monitors, periods))
+    eligible = greatest(zero, span - paused_s)
+    incident_s = func.coalesce(incidents.c.incident_s, zero) - func.coalesce(
+        incidents_paused.c.paused_incident_s, zero
+    )
+    downtime = least(eligible, greatest(zero, incident_s))
+    up = func.coalesce(rollups.c.up_s, zero)
+    down = func.coalesce(rollups.c.down_s, zero)
+    no_data = greatest(zero, eligible - downtime - up - greatest(zero, down - downtime))
+    measured = eligible - no_data
+    uptime = case((measured >= MIN_MEASURED_SECONDS, 100.0 * (1.0 - downtime / measured)))
+
+    def on(sub: Subquery) -> ColumnElement[bool]:
+        return and_(sub.c[monitors.c.id.name] == monitors.c.id, sub.c.key == periods.c.key)
+
+    rollup_on = and_(rollups.c.website_id == monitors.c.id, rollups.c.key == periods.c.key)
+    return (
+        select(
+            monitors,
+            periods.c.key.label("period"),
+            uptime.label("uptime_percent"),
+            eligible.label("eligible_s"),
+            downtime.label("downtime_s"),
+            no_data.label("no_data_s"),
+            paused_s.label("paused_s"),
+            func.coalesce(incidents.c.incidents, 0).label("incident_count"),
+            func.coalesce(rollups.c.checks, 0).label("check_count"),
+            func.coalesce(rollups.c.up_checks, 0).label("up_check_count"),
+            rollups.c.timed_checks,
+            rollups.c.rt_sum,
+            rollups.c.rt_min,
+            rollups.c.rt_max,
+            *(rollups.c[column] for column in LATENCY_COLUMNS),
+        )
+        .select_from(monitors)
+        .join(periods, true())
+        .outerjoin(paused, on(paused))
+        .outerjoin(incidents, on(incidents))
+        .outerjoin(incidents_paused, on(incidents_paused))
+        .outerjoin(rollups, rollup_on)
+    )
+
+
+def figures_of(row: Any) -> Figures:
+    return Figures(
+        uptime_percent=None if row.uptime_percent is None else round(row.uptime_percent, 4),
+        eligible_seconds=round(row.eligible_s),
+        downtime_seconds=round(row.downtime_s),
+        no_data_seconds=round(row.no_data_s),
+        paused_seconds=round(row.paused_s),
+        incidents=int(row.incident_count),
+        checks=int(row.check_count),
+    )
+
+
+def latency_of(row: Any) -> Latency:
+    timed = int(row.timed_checks or 0)
+    if not timed:
+        return Latency(None, None, None, None)
+    counts = [int(getattr(row, column) or 0) for column in LATENCY_COLUMNS]
+    p95 = percentile(counts, 0.95, minimum=row.rt_min, maximum=row.rt_max)
+    return Latency(round(row.rt_sum / timed, 1), row.rt_min, row.rt_max, p95)
+
+
+def windows_statement(monitors_query: Select[Any], windows: Sequence[Window]) -> Select[Any]:
+    """The figures of every monitor ``monitors_query`` selects (websites rows, with any
+    columns, ORDER BY and LIMIT it likes) over each of ``windows`` (all ending at one now):
+    one row per (monitor, window), ordered as the monitors are."""
+    now = windows[0].until
+    lo = min(w.since for w in windows)
+    monitors = _monitors(monitors_query)
+    periods = _window_periods(windows)
+    buckets = []
+    if any(w.hourly for w in windows):
+        buckets.append(_buckets(HourlyRollup, monitors, periods, lo, now, hourly=True))
+    if not all(w.hourly for w in windows):
+        buckets.append(_buckets(DailyRollup, monitors, periods, lo, now, hourly=False))
+    statement = _figures(monitors, periods, _rollups(buckets), lo, now)
+    return statement.order_by(*_monitor_order(monitors))
+
+
+def _monitor_order(monitors: CTE) -> list[ColumnElement[Any]]:
+    return [monitors.c.time_added, monitors.c.id] if "time_added" in monitors.c else []
+
+
+async def website_uptime(
+    session: AsyncSession, website_id: uuid.UUID, now: datetime
+) -> list[tuple[Window, Figures]]:
+    """One monitor's figures over every window of WINDOW_NAMES, in that order."""
+    windows = [window(name, now) for name in WINDOW_NAMES]
+    statement = windows_statement(select(Website.id).where(Website.id == website_id), windows)
+    by_name = {row.period: figures_of(row) for row in await session.execute(statement)}
+    return [(w, by_name[w.name]) for w in windows if w.name in by_name]
+
+
+@dataclass(frozen=True)
+class Day:
+    date: date
+    figures: Figures
+    latency: Latency
+
+
+async def daily_history(
+    session: AsyncSession, website_id: uuid.UUID, days: int, now: datetime
+) -> list[Day]:
+    """One monitor's last ``days`` UTC days (today included), oldest first, each day listed
+    whether it has rollups or not."""
+    first_day = floor_day(now) - (days - 1) * DAY
+    monitors = _monitors(select(Website.id).where(Website.id == website_id))
+    periods = _day_periods(first_day, days, now)
+    buckets = _buckets(DailyRollup, monitors, periods, first_day, now, hourly=False)
+    statement = _figures(monitors, periods, _rollups([buckets]), first_day, now)
+    rows = {row.period: row for row in await session.execute(statement.order_by("period"))}
+    return [
+        Day(
+            (first_day + n * DAY).date(),
+            figures_of(rows[n]),
+            latency_of(rows[n]),
+        )
+        for n in range(days)
+        if n in rows
+    ]
