@@ -46,7 +46,15 @@ from runstate.queue.base import Entry, StreamQueue
 from runstate.settings import Settings
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.migrate import ensure_region, upgrade_schema
-from runstate.storage.tables import AlertChannel, Base, User, Website
+from runstate.storage.tables import (
+    AlertChannel,
+    Base,
+    DailyRollup,
+    HourlyRollup,
+    User,
+    Website,
+    WebsiteCheck,
+)
 from tests.api.server import postgres_database
 
 T = TypeVar("T")
@@ -171,9 +179,11 @@ async def open_stage_db(kind: str, url: str) -> StageDb:
     if kind == "sqlite":
         await upgrade_schema(engine)
     async with engine.begin() as connection:
-        # What an earlier test left; the cascades take monitors, checks, incidents,
-        # channels and notification logs with their users.
+        # What an earlier test left; the cascades take monitors, incidents, channels and
+        # notification logs with their users. Checks and rollups have no foreign key.
         await connection.execute(delete(User))
+        for table in (WebsiteCheck, HourlyRollup, DailyRollup):
+            await connection.execute(delete(table))
     region_id = await ensure_region(engine, "local")
     return StageDb(kind, url, engine, session_factory(engine), region_id)
 

@@ -22,11 +22,11 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import CursorResult, Result, Uuid, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from runstate.checks.base import Check, CheckResult
 from runstate.consumer import DONE, Outcome, Outcomes, Verdict
@@ -34,6 +34,8 @@ from runstate.domain.events import CheckJob, MalformedEntry, status_change_event
 from runstate.domain.status import MonitorState, Observation, Status
 from runstate.flow import Slots, as_settled
 from runstate.group_commit import GroupCommit
+from runstate.history.partitions import day_of, ensure_daily_partitions
+from runstate.history.rollups import InsertedCheck, add_to_rollups, rollup_ctes
 from runstate.metrics import PipelineMetrics
 from runstate.outages import OutageRetry, describe
 from runstate.pipeline.destinations import PerDestinationLimit, destination_of
@@ -102,6 +104,7 @@ class MonitoringStage:
     _destinations: PerDestinationLimit = field(init=False)
     _results: GroupCommit[CheckedJob] = field(init=False)
     _outages: OutageRetry = field(init=False)
+    _partition_days: set[date] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.read_ahead = Slots(self.concurrency)
@@ -199,7 +202,10 @@ class MonitoringStage:
         return CheckedJob(job, result, datetime.now(UTC))
 
     def _rows(self, checked: Sequence[CheckedJob]) -> list[dict[str, Any]]:
-        return [
+        """The check rows of ``checked``, each primary key once (the first result wins, as
+        the insert would have it), in key order: the order every writer locks them in."""
+        rows: dict[tuple[Any, Any], dict[str, Any]] = {}
+        for row in (
             {
                 "website_id": c.job.website_id,
                 "region_id": self.region_id,
@@ -213,22 +219,44 @@ class MonitoringStage:
                 "tls_ms": c.result.tls_ms,
                 "ttfb_ms": c.result.ttfb_ms,
                 "cert_expires_at": c.result.cert_expires_at,
+                "interval_seconds": c.job.interval_seconds,
             }
             for c in checked
-        ]
+        ):
+            rows.setdefault((row["website_id"], row["created_at"]), row)
+        return [rows[key] for key in sorted(rows, key=lambda k: (str(k[0]), k[1]))]
 
     async def _write_results(self, checked: Sequence[CheckedJob]) -> None:
-        """Insert the results of monitors that still exist and move each monitor's latest
-        check forward, in one transaction."""
+        """In one transaction: insert the results of monitors that still exist (a result
+        already written is skipped), add the rows inserted to their hourly and daily
+        rollups, and move each monitor's latest check forward. Done twice, the second time
+        changes nothing."""
         if not checked:
             return
         rows = self._rows(checked)
+        postgresql = self._engine.dialect.name == "postgresql"
+        if postgresql:
+            await self._ensure_partitions({day_of(row["created_at"]) for row in rows})
         async with self.sessions() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
-                await _write_batch_as_arrays(session, rows)
+            if postgresql:
+                inserted = await _write_batch_as_arrays(session, rows)
             else:
-                await _insert_results(session, rows)
-        self.metrics.check_results_written.inc(len(rows))
+                inserted = await _insert_results(session, rows)
+        self.metrics.check_results_written.inc(inserted)
+
+    @property
+    def _engine(self) -> AsyncEngine:
+        engine = self.sessions.kw["bind"]
+        assert isinstance(engine, AsyncEngine)
+        return engine
+
+    async def _ensure_partitions(self, days: set[date]) -> None:
+        """Make the partitions of ``days`` that are missing (PostgreSQL has no default
+        partition: a row of a day without one is refused). The days known to exist are
+        kept, so a batch of today's results asks the database nothing."""
+        missing = days - self._partition_days
+        if missing:
+            self._partition_days |= await ensure_daily_partitions(self._engine, missing)
 
     async def _apply_to_states(self, checked: Sequence[CheckedJob]) -> None:
         observed = [self._observed(c) for c in checked]
@@ -286,16 +314,34 @@ _UNNEST_BATCH = """unnest(
     CAST(:response_time_ms AS integer[]), CAST(:status_code AS integer[]),
     CAST(:error AS text[]), CAST(:created_at AS timestamptz[]),
     CAST(:dns_ms AS integer[]), CAST(:connect_ms AS integer[]), CAST(:tls_ms AS integer[]),
-    CAST(:ttfb_ms AS integer[]), CAST(:cert_expires_at AS timestamptz[])
+    CAST(:ttfb_ms AS integer[]), CAST(:cert_expires_at AS timestamptz[]),
+    CAST(:interval_seconds AS integer[])
 ) AS b(website_id, region_id, status, response_time_ms, status_code, error, created_at,
-    dns_ms, connect_ms, tls_ms, ttfb_ms, cert_expires_at)"""
-_INSERT_BATCH = text(
-    f"INSERT INTO website_checks ({', '.join(CHECK_COLUMNS)}) "  # noqa: S608 - fixed names
-    f"SELECT {', '.join('b.' + c for c in CHECK_COLUMNS)} FROM {_UNNEST_BATCH} "
-    # Only the rows of monitors that still exist: a monitor deleted while its check ran
-    # must not fail the whole batch.
-    "JOIN websites w ON w.id = b.website_id"
-)
+    dns_ms, connect_ms, tls_ms, ttfb_ms, cert_expires_at, interval_seconds)"""
+# The first statement inserts the results and adds the rows it inserted (none of a result
+# already written) to their rollups; it answers how many it inserted.
+_INSERT_BATCH_WITH_ROLLUPS = text(f"""
+WITH b AS (SELECT * FROM {_UNNEST_BATCH}),
+inserted AS (
+    INSERT INTO website_checks ({", ".join(CHECK_COLUMNS)})
+    SELECT {", ".join("b." + c for c in CHECK_COLUMNS)}
+    -- Only the rows of monitors that still exist: a monitor deleted while its check ran
+    -- must not fail the whole batch. The monitor's row stays locked (against deletion only)
+    -- until the commit, so its deletion, which removes what was written meanwhile after
+    -- deleting that row, cannot miss these.
+    FROM b JOIN websites w ON w.id = b.website_id FOR KEY SHARE OF w
+    ON CONFLICT DO NOTHING
+    RETURNING website_id, created_at, region_id, status, response_time_ms
+),
+added AS (
+    SELECT i.website_id, i.created_at, i.region_id, i.status, i.response_time_ms,
+        b.interval_seconds
+    FROM inserted i JOIN b ON b.website_id = i.website_id AND b.created_at = i.created_at
+        AND b.region_id = i.region_id
+),
+{rollup_ctes("added")}
+SELECT count(*) FROM inserted
+""")  # noqa: S608 - fixed names
 # The newest result of each monitor in the batch (a batch may hold two checks of one).
 _UPDATE_LATEST_OF_BATCH = text(f"""
 UPDATE websites AS w SET
@@ -310,10 +356,12 @@ WHERE w.id = b.website_id AND (w.last_checked_at IS NULL OR w.last_checked_at < 
 """)  # noqa: S608 - fixed names
 
 
-async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    columns = {name: [row[name] for row in rows] for name in CHECK_COLUMNS}
-    await session.execute(_INSERT_BATCH, columns)
+async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Two statements whatever the batch's size; returns how many rows were inserted."""
+    columns = {name: [row[name] for row in rows] for name in (*CHECK_COLUMNS, "interval_seconds")}
+    inserted = (await session.execute(_INSERT_BATCH_WITH_ROLLUPS, columns)).scalar_one()
     await session.execute(_UPDATE_LATEST_OF_BATCH, columns)
+    return int(inserted)
 
 
 # Bound with the columns' own types, so values are stored exactly as the ORM stores them.
@@ -321,7 +369,8 @@ _TYPED = (bindparam("website_id", type_=Uuid()), bindparam("created_at", type_=U
 _INSERT_IF_MONITOR_EXISTS = text(
     f"INSERT INTO website_checks ({', '.join(CHECK_COLUMNS)}) "  # noqa: S608 - fixed names
     f"SELECT {', '.join(':' + c for c in CHECK_COLUMNS)} "
-    "WHERE EXISTS (SELECT 1 FROM websites WHERE id = :website_id)"
+    "WHERE EXISTS (SELECT 1 FROM websites WHERE id = :website_id) "
+    "ON CONFLICT DO NOTHING"
 ).bindparams(*_TYPED, bindparam("cert_expires_at", type_=UtcDateTime()))
 _MOVE_LATEST = text(
     "UPDATE websites SET last_checked_at = :created_at,"
@@ -331,8 +380,31 @@ _MOVE_LATEST = text(
 ).bindparams(*_TYPED)
 
 
-async def _insert_results(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def _insert_results(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """One row at a time, to learn which were inserted; returns how many were."""
     # Statements that write from the first one: SQLite takes its write lock at once instead
     # of failing a read-then-write transaction that another writer overtook.
-    await session.execute(_INSERT_IF_MONITOR_EXISTS, rows)
+    inserted = [
+        _inserted_check(row)
+        for row in rows
+        if _rowcount(await session.execute(_INSERT_IF_MONITOR_EXISTS, row)) == 1
+    ]
+    await add_to_rollups(session, inserted)
     await session.execute(_MOVE_LATEST, rows)
+    return len(inserted)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _inserted_check(row: dict[str, Any]) -> InsertedCheck:
+    return InsertedCheck(
+        website_id=row["website_id"],
+        created_at=row["created_at"],
+        region_id=row["region_id"],
+        status=row["status"],
+        response_time_ms=row["response_time_ms"],
+        interval_seconds=row["interval_seconds"],
+    )

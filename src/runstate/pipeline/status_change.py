@@ -216,7 +216,7 @@ class StatusChangeStage:
                 WebsiteCheck.website_id == change.website_id,
                 WebsiteCheck.created_at < change.occurred_at + timedelta(milliseconds=1),
             )
-            .order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc())
+            .order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.region_id.desc())
             .limit(1)
         )
 
