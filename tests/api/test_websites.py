@@ -58,6 +58,7 @@ CHECK_FIELDS = {
 } | PHASE_FIELDS
 POINT_FIELDS = {"timestamp", "response_time_ms", "status", "region_id"} | PHASE_FIELDS
 CERT_EXPIRES_AT = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The phases of an https check that got a response; a refused one got no further than DNS.
 ANSWERED = {"dns_ms": 3, "connect_ms": 11, "tls_ms": 25, "ttfb_ms": 40}
 ANSWERED_CERT = {**ANSWERED, "cert_expires_at": CERT_EXPIRES_AT}
@@ -291,7 +292,7 @@ def test_the_list_holds_only_the_callers_monitors_with_the_contract_fields(
 
 def test_a_user_without_monitors_gets_an_empty_list(api: ApiServer) -> None:
     _, token, _ = api.new_user()
-    assert _data(_get(api, token, "/websites")) == {"websites": []}
+    assert _data(_get(api, token, "/websites")) == {"websites": [], "next_cursor": None}
 
 
 def test_an_admin_lists_every_users_monitors(api: ApiServer, alice: Account, bob: Account) -> None:
@@ -692,6 +693,10 @@ def test_a_body_that_is_not_a_json_object_is_422(
         ("/response-times", {"since": "2026-13-45T00:00:00Z"}, "since"),
         ("/incidents", {"limit": "abc"}, "limit"),
         ("/notifications", {"limit": "0"}, "limit"),
+        ("/checks", {"since": "not-a-date"}, "since"),
+        ("/incidents", {"until": "yesterday"}, "until"),
+        ("/notifications", {"since": "2026-13-45T00:00:00Z"}, "since"),
+        ("/checks", {"cursor": "not-a-cursor"}, "cursor"),
     ],
 )
 def test_an_invalid_query_parameter_is_422_naming_it(
@@ -719,10 +724,16 @@ def test_an_invalid_list_parameter_is_422_naming_it(
     ids=["overflows_after_utc", "underflows_after_utc", "huge_timestamp"],
 )
 @pytest.mark.parametrize("param", ["since", "until"])
+@pytest.mark.parametrize("suffix", ["/response-times", "/checks", "/incidents", "/notifications"])
 def test_an_extreme_time_window_is_never_a_500(
-    api: ApiServer, alice: Account, alices_monitor: dict[str, Any], moment: str, param: str
+    api: ApiServer,
+    alice: Account,
+    alices_monitor: dict[str, Any],
+    moment: str,
+    param: str,
+    suffix: str,
 ) -> None:
-    path = f"/websites/{alices_monitor['id']}/response-times"
+    path = f"/websites/{alices_monitor['id']}{suffix}"
     answer = _get(api, alice.token, path, **{param: moment})
     _no_server_error(answer)
     assert answer.status_code in (200, 422), answer.text
@@ -838,7 +849,7 @@ def test_an_admin_may_use_every_route_of_any_monitor(
     with _session(api, api.admin_token()) as client:
         data = _data(_request(client, method, f"/websites/{website['id']}{suffix}", body))
     if method == "GET" and suffix:  # the owner's history, not an empty list
-        [(_, items)] = data.items()
+        [items] = [value for key, value in data.items() if key != "next_cursor"]
         assert len(items) == 1, data
     elif method != "DELETE":
         assert data["id"] == website["id"]
@@ -919,7 +930,8 @@ def test_checks_are_newest_first_twenty_by_default_with_the_contract_fields(
         200,
     )
     assert newest["error"] is None
-    assert newest["id"] == inserted[24].id
+    # A check's id is its time in microseconds since the Unix epoch.
+    assert newest["id"] == (base + timedelta(seconds=240) - EPOCH) // timedelta(microseconds=1)
     assert {name: newest[name] for name in ANSWERED} == ANSWERED
     assert _at(newest["cert_expires_at"]) == CERT_EXPIRES_AT
     assert (down["status"], down["response_time_ms"], down["status_code"], down["error"]) == (
@@ -1139,8 +1151,14 @@ def test_history_routes_show_only_that_monitors_rows(api: ApiServer, alice: Acco
     rows.insert(api, rows.check(busy["id"], region, rows.seconds_ago(10)), opened)
     rows.insert(api, rows.notification(busy["id"], opened.id, rows.seconds_ago(290)))
     base = f"/websites/{quiet['id']}"
-    assert _data(_get(api, alice.token, f"{base}/checks")) == {"checks": []}
+    assert _data(_get(api, alice.token, f"{base}/checks")) == {"checks": [], "next_cursor": None}
     assert _data(_get(api, alice.token, f"{base}/response-times")) == {"points": []}
-    assert _data(_get(api, alice.token, f"{base}/incidents")) == {"incidents": []}
-    assert _data(_get(api, alice.token, f"{base}/notifications")) == {"notifications": []}
+    assert _data(_get(api, alice.token, f"{base}/incidents")) == {
+        "incidents": [],
+        "next_cursor": None,
+    }
+    assert _data(_get(api, alice.token, f"{base}/notifications")) == {
+        "notifications": [],
+        "next_cursor": None,
+    }
     assert _data(_get(api, alice.token, base))["active_incident"] is None

@@ -19,9 +19,11 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    computed_field,
     field_validator,
 )
 
+from runstate.api.cursors import microseconds
 from runstate.auth.passwords import PASSWORD_MAX_LENGTH, password_policy_violation
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -211,8 +213,15 @@ class WebsiteDetail(WebsitePublic):
     active_incident: IncidentPublic | None = None
 
 
+NEXT_CURSOR = Field(
+    default=None,
+    description="Pass as `cursor` (with the same filters) for the next page; null at the end.",
+)
+
+
 class WebsitesPublic(BaseModel):
     websites: list[WebsitePublic]
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class CheckPhasesPublic(BaseModel):
@@ -227,9 +236,12 @@ class CheckPhasesPublic(BaseModel):
 
 
 class CheckPublic(CheckPhasesPublic):
+    """One check result. Its `id` is derived, not stored: the check's `created_at` in integer
+    microseconds since the Unix epoch, unique per monitor and region (two regions may check
+    a monitor in the same microsecond, so `(id, region_id)` is what identifies a check)."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
     website_id: uuid.UUID
     region_id: int
     status: str
@@ -238,9 +250,15 @@ class CheckPublic(CheckPhasesPublic):
     error: str | None
     created_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def id(self) -> int:
+        return microseconds(self.created_at)
+
 
 class ChecksPublic(BaseModel):
     checks: list[CheckPublic]
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class ResponseTimePoint(CheckPhasesPublic):
@@ -256,6 +274,7 @@ class ResponseTimesPublic(BaseModel):
 
 class IncidentsPublic(BaseModel):
     incidents: list[IncidentPublic]
+    next_cursor: str | None = NEXT_CURSOR
 
 
 class NotificationPublic(BaseModel):
@@ -274,6 +293,7 @@ class NotificationPublic(BaseModel):
 
 class NotificationsPublic(BaseModel):
     notifications: list[NotificationPublic]
+    next_cursor: str | None = NEXT_CURSOR
 
 
 # --- alert channels -------------------------------------------------------------------

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
+from runstate.api import cursors
 from runstate.api.deps import CurrentUser, SessionDep, StateDep, limit_monitor_creation
 from runstate.api.envelope import ApiError, Envelope, invalid, ok
 from runstate.api.quotas import ensure_monitor_room
@@ -35,12 +37,27 @@ from runstate.api.schemas import (
 from runstate.api.state import ApiState
 from runstate.netguard import TargetNotAllowed, check_url_target
 from runstate.storage import deletion
-from runstate.storage.tables import Incident, NotificationLog, User, Website, WebsiteCheck
+from runstate.storage.tables import (
+    Incident,
+    NotificationLog,
+    User,
+    Website,
+    WebsiteCheck,
+    WebsitePause,
+)
 
 router = APIRouter(prefix=f"{API_PREFIX}/websites", tags=["websites"])
 
 DUPLICATE_URL = "you already monitor this URL"
 HistoryLimit = Annotated[int, Query(ge=1, le=500)]
+CursorParam = Annotated[
+    str | None,
+    Query(
+        max_length=cursors.MAX_CURSOR_LENGTH,
+        description="The `next_cursor` of the previous page; repeat that page's filters.",
+    ),
+]
+Row = TypeVar("Row", bound=Any)
 
 
 async def owned_website(session: AsyncSession, website_id: uuid.UUID, user: User) -> Website:
@@ -90,6 +107,25 @@ async def _commit_or_conflict(session: AsyncSession) -> None:
         raise ApiError(409, DUPLICATE_URL) from None
 
 
+async def _record_pause_change(
+    session: AsyncSession, website: Website, paused: bool, now: datetime
+) -> None:
+    """Open a pause period at ``now`` when ``website`` goes from running to paused, close its
+    open one when it resumes; nothing when ``paused`` is what it already is. The monitor's row
+    is re-read under a lock first, so two requests racing to pause it open one period."""
+    await session.refresh(website, attribute_names=["paused"], with_for_update=True)
+    if paused == website.paused:
+        return
+    if paused:
+        session.add(WebsitePause(website_id=website.id, paused_at=now))
+        return
+    await session.execute(
+        update(WebsitePause)
+        .where(WebsitePause.website_id == website.id, WebsitePause.resumed_at.is_(None))
+        .values(resumed_at=now)
+    )
+
+
 @router.post("", status_code=201, response_model=Envelope[WebsitePublic])
 async def create_website(
     body: WebsiteCreate, user: CurrentUser, state: StateDep, session: SessionDep
@@ -102,8 +138,13 @@ async def create_website(
     # From here to the commit the account is held (quotas.py): no lookups past this point.
     await ensure_monitor_room(session, user, state.settings.MAX_MONITORS_PER_USER)
     await _ensure_url_free(session, user.id, body.url)
-    website = Website(user_id=user.id, **body.model_dump())
+    now = datetime.now(UTC)
+    website = Website(
+        id=uuid.uuid4(), user_id=user.id, time_added=now, updated_at=now, **body.model_dump()
+    )
     session.add(website)
+    if website.paused:
+        session.add(WebsitePause(website_id=website.id, paused_at=now))
     await _commit_or_conflict(session)
     return ok(WebsitePublic.model_validate(website))
 
@@ -114,12 +155,34 @@ async def list_websites(
     session: SessionDep,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: CursorParam = None,
 ) -> dict[str, Any]:
-    query = select(Website).order_by(Website.time_added, Website.id).offset(offset).limit(limit)
+    """The caller's monitors (ADMIN: all), oldest first (`time_added`, then `id`). Without
+    `limit`, all of them (after `offset` or `cursor`) and no `next_cursor`. A cursor is a
+    position of its own: given with a non-zero `offset`, the request is a 422."""
+    query = select(Website).order_by(Website.time_added, Website.id)
     if user.role != "ADMIN":
         query = query.where(Website.user_id == user.id)
-    websites = await session.scalars(query)
-    return ok(WebsitesPublic(websites=[WebsitePublic.model_validate(w) for w in websites]))
+    if cursor is not None:
+        if offset:
+            raise invalid("cursor", "cannot be combined with offset (leave offset out)")
+        position = cursors.decode(cursor, "websites", uuid.UUID)
+        query = query.where(
+            cursors.after(Website.time_added, Website.id, position, descending=False)
+        )
+    query = query.offset(offset).limit(None if limit is None else limit + 1)
+    websites, next_cursor = cursors.page(
+        (await session.scalars(query)).all(), limit, "websites", _website_key
+    )
+    return ok(
+        WebsitesPublic(
+            websites=[WebsitePublic.model_validate(w) for w in websites], next_cursor=next_cursor
+        )
+    )
+
+
+def _website_key(website: Website) -> tuple[datetime, uuid.UUID]:
+    return website.time_added, website.id
 
 
 @router.get("/{website_id}", response_model=Envelope[WebsiteDetail])
@@ -156,9 +219,12 @@ async def update_website(
     if "url" in changes and changes["url"] != website.url:
         await _check_target(state, changes["url"])
         await _ensure_url_free(session, website.user_id, changes["url"], except_id=website.id)
+    now = datetime.now(UTC)
+    if "paused" in changes:
+        await _record_pause_change(session, website, changes["paused"], now)
     for field, value in changes.items():
         setattr(website, field, value)
-    website.updated_at = datetime.now(UTC)
+    website.updated_at = now
     await _commit_or_conflict(session)
     return ok(WebsitePublic.model_validate(website))
 
@@ -181,15 +247,55 @@ async def list_checks(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: CursorParam = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
+    """Checks within [since, until], newest first (`created_at`, then `region_id`): the
+    primary key's order, so each page is one range scan of it."""
     website = await owned_website(session, website_id, user)
-    checks = await session.scalars(
-        select(WebsiteCheck)
-        .where(WebsiteCheck.website_id == website.id)
-        .order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc())
-        .limit(limit)
+    query = select(WebsiteCheck).where(WebsiteCheck.website_id == website.id)
+    query = _within(query, WebsiteCheck.created_at, since, until)
+    if cursor is not None:
+        position = cursors.decode(cursor, "checks", int)
+        query = query.where(
+            cursors.after(
+                WebsiteCheck.created_at, WebsiteCheck.region_id, position, descending=True
+            )
+        )
+    found = await session.scalars(
+        query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.region_id.desc()).limit(
+            limit + 1
+        )
     )
-    return ok(ChecksPublic(checks=[CheckPublic.model_validate(c) for c in checks]))
+    checks, next_cursor = cursors.page(found.all(), limit, "checks", _check_key)
+    return ok(
+        ChecksPublic(
+            checks=[CheckPublic.model_validate(c) for c in checks], next_cursor=next_cursor
+        )
+    )
+
+
+def _check_key(check: WebsiteCheck) -> tuple[datetime, int]:
+    return check.created_at, check.region_id
+
+
+def _within(
+    query: Select[Row],
+    column: InstrumentedAttribute[datetime],
+    since: datetime | None,
+    until: datetime | None,
+) -> Select[Row]:
+    """``query`` kept to rows whose ``column`` lies in [since, until] (a time without a zone
+    is UTC); since after until is a 422 naming `since`."""
+    start, end = _as_utc("since", since), _as_utc("until", until)
+    if start is not None and end is not None and start > end:
+        raise invalid("since", "must not be after until")
+    if start is not None:
+        query = query.where(column >= start)
+    if end is not None:
+        query = query.where(column <= end)
+    return query
 
 
 def _as_utc(field: str, moment: datetime | None) -> datetime | None:
@@ -245,15 +351,33 @@ async def list_incidents(
     user: CurrentUser,
     session: SessionDep,
     limit: HistoryLimit = 50,
+    cursor: CursorParam = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
+    """Incidents that started within [since, until], newest first (`started_at`, then `id`)."""
     website = await owned_website(session, website_id, user)
-    incidents = await session.scalars(
-        select(Incident)
-        .where(Incident.website_id == website.id)
-        .order_by(Incident.started_at.desc())
-        .limit(limit)
+    query = select(Incident).where(Incident.website_id == website.id)
+    query = _within(query, Incident.started_at, since, until)
+    if cursor is not None:
+        position = cursors.decode(cursor, "incidents", uuid.UUID)
+        query = query.where(
+            cursors.after(Incident.started_at, Incident.id, position, descending=True)
+        )
+    found = await session.scalars(
+        query.order_by(Incident.started_at.desc(), Incident.id.desc()).limit(limit + 1)
     )
-    return ok(IncidentsPublic(incidents=[IncidentPublic.model_validate(i) for i in incidents]))
+    incidents, next_cursor = cursors.page(found.all(), limit, "incidents", _incident_key)
+    return ok(
+        IncidentsPublic(
+            incidents=[IncidentPublic.model_validate(i) for i in incidents],
+            next_cursor=next_cursor,
+        )
+    )
+
+
+def _incident_key(incident: Incident) -> tuple[datetime, uuid.UUID]:
+    return incident.started_at, incident.id
 
 
 @router.get("/{website_id}/notifications", response_model=Envelope[NotificationsPublic])
@@ -262,14 +386,33 @@ async def list_notifications(
     user: CurrentUser,
     session: SessionDep,
     limit: HistoryLimit = 50,
+    cursor: CursorParam = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
+    """Alert deliveries recorded within [since, until], newest first (`created_at`, then
+    `id`)."""
     website = await owned_website(session, website_id, user)
-    logs = await session.scalars(
-        select(NotificationLog)
-        .where(NotificationLog.website_id == website.id)
-        .order_by(NotificationLog.created_at.desc())
-        .limit(limit)
+    query = select(NotificationLog).where(NotificationLog.website_id == website.id)
+    query = _within(query, NotificationLog.created_at, since, until)
+    if cursor is not None:
+        position = cursors.decode(cursor, "notifications", uuid.UUID)
+        query = query.where(
+            cursors.after(NotificationLog.created_at, NotificationLog.id, position, descending=True)
+        )
+    found = await session.scalars(
+        query.order_by(NotificationLog.created_at.desc(), NotificationLog.id.desc()).limit(
+            limit + 1
+        )
     )
+    logs, next_cursor = cursors.page(found.all(), limit, "notifications", _notification_key)
     return ok(
-        NotificationsPublic(notifications=[NotificationPublic.model_validate(n) for n in logs])
+        NotificationsPublic(
+            notifications=[NotificationPublic.model_validate(n) for n in logs],
+            next_cursor=next_cursor,
+        )
     )
+
+
+def _notification_key(log: NotificationLog) -> tuple[datetime, uuid.UUID]:
+    return log.created_at, log.id
