@@ -1,7 +1,8 @@
 """Pruning of refresh tokens on SQLite and PostgreSQL: expired tokens and the tokens of
 families that can no longer be used go; live tokens, and every token of a family still in
 use, stay; deletes go in batches of at most DELETE_BATCH_ROWS, each its own transaction; the
-job runs only in the scheduler holding the lease, every PRUNE_INTERVAL_SECONDS."""
+jobs run only in the scheduler holding the lease, every PRUNE_INTERVAL_SECONDS, each on its
+own schedule (a failing one holds up no other)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from sqlalchemy import event, select
 
 from runstate.processes import Pipeline
 from runstate.queue.backend import open_backend
-from runstate.storage.housekeeping import Housekeeping, prune_refresh_tokens
+from runstate.storage.housekeeping import (
+    Housekeeping,
+    Job,
+    prune_refresh_tokens,
+    prune_refresh_tokens_job,
+)
 from runstate.storage.tables import RefreshToken, User
 from tests.pipeline.conftest import StageDb, eventually, open_stage_db, stage_settings
 from tests.pipeline.conftest import stage_postgres_url as stage_postgres_url  # the fixture
@@ -124,9 +130,8 @@ async def test_housekeeping_prunes_only_while_it_leads_and_again_every_interval(
     user = await db.user()
     leading = False
     housekeeping = Housekeeping(
-        sessions=db.sessions,
+        jobs=[prune_refresh_tokens_job(db.sessions, batch_rows=100)],
         interval_seconds=1.0,
-        batch_rows=100,
         retry_max_seconds=0.5,
         is_leader=lambda: leading,
     )
@@ -154,6 +159,32 @@ async def test_housekeeping_prunes_only_while_it_leads_and_again_every_interval(
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
+
+
+async def test_a_failing_job_is_retried_with_backoff_and_never_holds_up_the_others() -> None:
+    runs = {"failing": 0, "healthy": 0}
+
+    async def failing() -> None:
+        runs["failing"] += 1
+        raise OSError("the database does not answer")
+
+    async def healthy() -> None:
+        runs["healthy"] += 1
+
+    housekeeping = Housekeeping(
+        jobs=[Job("failing", failing), Job("healthy", healthy)],
+        interval_seconds=0.4,
+        retry_max_seconds=0.1,
+        is_leader=lambda: True,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(housekeeping.run(stop))
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+
+    assert runs["healthy"] == 3  # at start, then every interval: 0, 0.4, 0.8 s
+    assert runs["failing"] >= 8  # retried every 0.05 to 0.1 s, not every interval
 
 
 async def test_the_scheduler_process_prunes_every_prune_interval(

@@ -281,3 +281,43 @@ def test_a_dns_ttl_floor_above_the_ceiling_is_refused(monkeypatch: pytest.Monkey
     monkeypatch.setenv("DNS_CACHE_MIN_TTL_SECONDS", "600")
     with pytest.raises(SettingsError, match=r"^DNS_CACHE_MIN_TTL_SECONDS: must not exceed"):
         load_settings()
+
+
+def test_retention_keeps_a_week_of_checks_90_days_of_hourly_rollups_daily_ones_for_ever() -> None:
+    settings = load_settings()
+    assert settings.CHECK_RETENTION_DAYS == 7
+    assert settings.HOURLY_ROLLUP_RETENTION_DAYS == 90
+    assert settings.DAILY_ROLLUP_RETENTION_DAYS == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHECK_RETENTION_DAYS", "0"),
+        ("CHECK_RETENTION_DAYS", "-1"),
+        ("CHECK_RETENTION_DAYS", "a week"),
+        ("CHECK_RETENTION_DAYS", "1.5"),
+        ("HOURLY_ROLLUP_RETENTION_DAYS", "0"),
+        ("HOURLY_ROLLUP_RETENTION_DAYS", "ninety"),
+        ("DAILY_ROLLUP_RETENTION_DAYS", "-1"),
+        ("DAILY_ROLLUP_RETENTION_DAYS", "forever"),
+    ],
+)
+def test_a_wrong_retention_is_a_one_line_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"^{name}: ") as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_retention_of_daily_rollups_may_be_zero_for_ever_and_others_at_least_one_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHECK_RETENTION_DAYS", "1")
+    monkeypatch.setenv("HOURLY_ROLLUP_RETENTION_DAYS", "1")
+    monkeypatch.setenv("DAILY_ROLLUP_RETENTION_DAYS", "0")
+    settings = load_settings()
+    assert (settings.CHECK_RETENTION_DAYS, settings.HOURLY_ROLLUP_RETENTION_DAYS) == (1, 1)
+    assert settings.DAILY_ROLLUP_RETENTION_DAYS == 0

@@ -127,13 +127,10 @@ class Pipeline:
                 outage_retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
             ),
         )
-        # Pruning runs in exactly one process: the scheduler that holds the lease.
-        housekeeping = Housekeeping(
-            sessions=self.sessions,
-            interval_seconds=settings.PRUNE_INTERVAL_SECONDS,
-            batch_rows=settings.DELETE_BATCH_ROWS,
-            retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
-            is_leader=lambda: scheduler.is_active,
+        # Housekeeping (pruning, retention) runs in exactly one process: the scheduler that
+        # holds the lease (in `runstate up`, the one process).
+        housekeeping = Housekeeping.from_settings(
+            settings, self.engine, self.sessions, is_leader=lambda: scheduler.is_active
         )
 
         async def run(stop: asyncio.Event) -> None:

@@ -173,10 +173,16 @@ class Settings(BaseSettings):
     NOTIFY_MAX_PER_CHANNEL: int = Field(default=4, ge=1, le=10_000)
     NOTIFY_MAX_PER_USER: int = Field(default=8, ge=1, le=10_000)
 
-    # Housekeeping: how often expired and revoked refresh tokens are deleted, and how many
-    # rows one delete statement removes when a monitor's or an account's history goes.
+    # Housekeeping: how often expired and revoked refresh tokens and aged-out history are
+    # deleted, and how many rows one delete statement removes (there, and when a monitor's
+    # or an account's history goes).
     PRUNE_INTERVAL_SECONDS: PositiveSeconds = 3_600.0
     DELETE_BATCH_ROWS: int = Field(default=5_000, ge=100, le=1_000_000)
+    # Retention (runstate.history.retention), in UTC days: N keeps today and the N whole
+    # days before it. Raw checks go first; the rollups that uptime figures read stay longer.
+    CHECK_RETENTION_DAYS: int = Field(default=7, ge=1, le=36_500)
+    HOURLY_ROLLUP_RETENTION_DAYS: int = Field(default=90, ge=1, le=36_500)
+    DAILY_ROLLUP_RETENTION_DAYS: int = Field(default=0, ge=0, le=36_500)  # 0: kept forever
 
     # Name resolution for the checks and the channels (runstate.resolve): which servers, how
     # long one lookup may wait, and how long answers and failures are remembered.

@@ -11,6 +11,13 @@ has one. So partitions are made ahead (PARTITION_DAYS_AHEAD days, by housekeepin
 migration), and a writer that meets a day without one makes it before writing
 (`ensure_daily_partitions`), so a result is never refused for its date.
 
+Neither making nor dropping a partition stops the writers. `CREATE TABLE ... PARTITION OF`
+takes an ACCESS EXCLUSIVE lock on the parent, which queues every insert behind any long read
+of the history; so a partition is made as a table of its own and attached (`ATTACH
+PARTITION` takes only SHARE UPDATE EXCLUSIVE, which inserts and reads do not wait for), in
+one transaction. `create_partition_sql` (the plain form) is for the migration, which runs
+before any writer.
+
 SQLite keeps `website_checks` as one table; its retention deletes in small batches.
 """
 
@@ -60,51 +67,69 @@ def days_between(first: date, last: date) -> list[date]:
 
 
 async def existing_partition_days(connection: AsyncConnection) -> set[date]:
+    """The days whose partition is attached and usable (not pending a detach)."""
     rows = await connection.execute(
         text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = CAST(:parent AS regclass)"
+            "WHERE i.inhparent = CAST(:parent AS regclass) AND NOT i.inhdetachpending"
         ),
         {"parent": PARENT},
     )
     return {day for (name,) in rows if (day := partition_day(name)) is not None}
 
 
+def _attach_statements(day: date) -> tuple[str, str]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    name = partition_name(day)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} (LIKE {PARENT} INCLUDING ALL)",
+        f"ALTER TABLE {PARENT} ATTACH PARTITION {name} "
+        f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')",
+    )
+
+
 async def ensure_daily_partitions(engine: AsyncEngine, days: Iterable[date]) -> set[date]:
     """Make the partitions of ``days`` that do not exist yet, each in a short transaction of
-    its own; returns the days that have a partition now. Two processes racing to make one
-    day's partition is harmless: the loser finds it made."""
+    its own, without blocking the writers (see the module's docstring); returns the days
+    that have a partition now. Two processes racing to make one day's partition is
+    harmless: the loser finds it made."""
     wanted = set(days)
     async with engine.connect() as connection:
         missing = wanted - await existing_partition_days(connection)
     for day in sorted(missing):
         try:
             async with engine.begin() as connection:
-                await connection.execute(text(create_partition_sql(day)))
-        except (ProgrammingError, DBAPIError) as exc:
-            # IF NOT EXISTS is not atomic: a concurrent creator can still win the race.
-            if "already exists" not in str(exc):
-                raise
+                for statement in _attach_statements(day):
+                    await connection.execute(text(statement))
+        except (ProgrammingError, DBAPIError):
+            # IF NOT EXISTS is not atomic, and the winner of a race attaches first.
+            async with engine.connect() as connection:
+                if day not in await existing_partition_days(connection):
+                    raise
     return wanted
 
 
 async def drop_partitions_before(engine: AsyncEngine, first_kept: date) -> list[date]:
     """Detach (concurrently) and drop every daily partition of a day before ``first_kept``;
     returns the days dropped, oldest first. Each partition is its own short step, so an
-    interrupted run leaves whole partitions, at worst one detached and not yet dropped
-    (which the next run finishes)."""
+    interrupted run leaves whole partitions, at worst one detached or pending detach and not
+    yet dropped, which the next run finishes whatever its day: only a drop leaves one."""
     async with engine.connect() as connection:
         attached = await existing_partition_days(connection)
+        pending = await _pending_detach(connection)
         detached = await _detached_leftovers(connection)
+    old = {day for day in attached if day < first_kept}
     dropped: list[date] = []
-    for day in sorted(d for d in attached | detached if d < first_kept):
+    for day in sorted(old | pending | detached):
         name = partition_name(day)
-        if day in attached:
-            # CONCURRENTLY cannot run inside a transaction block.
+        if day in attached or day in pending:
+            mode = "FINALIZE" if day in pending else "CONCURRENTLY"
+            # Neither form can run inside a transaction block.
             async with engine.connect() as connection:
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await autocommit.execute(
-                    text(f"ALTER TABLE {PARENT} DETACH PARTITION {name} CONCURRENTLY")
+                    text(f"ALTER TABLE {PARENT} DETACH PARTITION {name} {mode}")
                 )
         async with engine.begin() as connection:
             await connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
@@ -112,12 +137,25 @@ async def drop_partitions_before(engine: AsyncEngine, first_kept: date) -> list[
     return dropped
 
 
+async def _pending_detach(connection: AsyncConnection) -> set[date]:
+    """Days whose concurrent detach was cut short between its two transactions: still
+    listed as partitions, but no query sees them, and only `DETACH ... FINALIZE` ends it."""
+    rows = await connection.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = CAST(:parent AS regclass) AND i.inhdetachpending"
+        ),
+        {"parent": PARENT},
+    )
+    return {day for (name,) in rows if (day := partition_day(name)) is not None}
+
+
 async def _detached_leftovers(connection: AsyncConnection) -> set[date]:
     """Days whose partition table exists but is no longer attached (a drop cut short)."""
     rows = await connection.execute(
         text(
             "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE :pattern "
-            "AND NOT c.relispartition"
+            "AND NOT c.relispartition AND c.relnamespace = CAST(current_schema() AS regnamespace)"
         ),
         {"pattern": f"{PARENT}\\_p%"},
     )

@@ -11,9 +11,14 @@ no longer matter:
   unrevoked and unexpired (the user signed out, or the family was revoked for a re-use).
   A revoked token of a family still in use stays: it is what recognises a re-use.
 
-The job runs every `PRUNE_INTERVAL_SECONDS` in one process only, the scheduler holding the
-lease, and deletes at most `DELETE_BATCH_ROWS` rows per statement, each statement its own
-short transaction, so that the write lock (SQLite's, for one) is never held for long.
+History is the other thing that piles up: retention (runstate.history.retention) drops the
+checks and rollups that aged out and makes the partitions of the days ahead.
+
+The jobs run once at start and then every `PRUNE_INTERVAL_SECONDS`, in one process only (the
+scheduler holding the lease: in `runstate up` that is always the one process), and delete at
+most `DELETE_BATCH_ROWS` rows per statement, each statement its own short transaction, so
+that the write lock (SQLite's, for one) is never held for long. Each job keeps its own
+schedule and its own backoff: one that fails never holds up another.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from runstate.history.retention import RetentionPolicy, apply_retention
 from runstate.runtime import sleep_unless_stopped
 from runstate.storage.tables import RefreshToken
+
+if TYPE_CHECKING:
+    from runstate.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,51 +81,105 @@ async def prune_refresh_tokens(
         await asyncio.sleep(0)  # between two batches, others get the lock and the loop
 
 
+@dataclass(frozen=True)
+class Job:
+    """One housekeeping job: a name for the logs, and one run of it (idempotent; a database
+    error means "try again later")."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+def prune_refresh_tokens_job(sessions: async_sessionmaker[AsyncSession], batch_rows: int) -> Job:
+    async def run() -> None:
+        deleted = await prune_refresh_tokens(sessions, batch_rows=batch_rows)
+        if deleted:
+            log.info("pruned refresh tokens", extra={"deleted": deleted})
+
+    return Job("refresh tokens", run)
+
+
+def retention_job(engine: AsyncEngine, policy: RetentionPolicy) -> Job:
+    async def run() -> None:
+        await apply_retention(engine, policy)
+
+    return Job("retention", run)
+
+
+@dataclass
+class _Schedule:
+    next_run: float = 0.0  # due at once: every job runs at start
+    failures: int = 0
+
+
 @dataclass
 class Housekeeping:
-    """Runs the pruning every ``interval_seconds`` while ``is_leader()`` says this process
-    is the one that prunes. A database that does not answer is tried again with capped
-    backoff (``retry_max_seconds``), logged once per outage; the job never stops the process.
+    """Runs each of ``jobs`` every ``interval_seconds`` while ``is_leader()`` says this
+    process is the one that keeps house. A job whose database does not answer is tried again
+    with capped backoff (``retry_max_seconds``), logged once per outage, on its own schedule;
+    no job stops the process or the other jobs.
     """
 
-    sessions: async_sessionmaker[AsyncSession]
+    jobs: Sequence[Job]
     interval_seconds: float
-    batch_rows: int
     retry_max_seconds: float
     is_leader: Callable[[], bool]
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        is_leader: Callable[[], bool],
+    ) -> Housekeeping:
+        return cls(
+            jobs=[
+                prune_refresh_tokens_job(sessions, settings.DELETE_BATCH_ROWS),
+                retention_job(engine, RetentionPolicy.from_settings(settings)),
+            ],
+            interval_seconds=settings.PRUNE_INTERVAL_SECONDS,
+            retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,
+            is_leader=is_leader,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        next_run = 0.0
-        failures = 0
+        schedules = [_Schedule() for _ in self.jobs]
         while not stop.is_set():
-            until_due = next_run - loop.time()
-            if not self.is_leader() or until_due > 0:
-                # Asked again at least every LEADER_CHECK_SECONDS: the lease can move.
-                pause = until_due if self.is_leader() else LEADER_CHECK_SECONDS
-                await sleep_unless_stopped(stop, min(pause, LEADER_CHECK_SECONDS))
+            if not self.is_leader():
+                # Asked again every LEADER_CHECK_SECONDS: the lease can move.
+                await sleep_unless_stopped(stop, LEADER_CHECK_SECONDS)
                 continue
-            try:
-                deleted = await prune_refresh_tokens(self.sessions, batch_rows=self.batch_rows)
-            except (SQLAlchemyError, OSError) as exc:
-                if failures == 0:
-                    log.warning(
-                        "pruning failed; retrying with backoff",
-                        extra={"error": f"{type(exc).__name__}: {_first_line(exc)}"},
-                    )
-                failures += 1
-                ceiling = min(
-                    self.retry_max_seconds, FIRST_RETRY_SECONDS * 2.0 ** min(failures, 30)
+            for job, schedule in zip(self.jobs, schedules, strict=True):
+                if stop.is_set() or not self.is_leader():
+                    break
+                if schedule.next_run <= loop.time():
+                    await self._run_once(job, schedule, loop.time)
+            until_due = min(s.next_run for s in schedules) - loop.time() if schedules else 1.0
+            if until_due > 0:
+                await sleep_unless_stopped(stop, min(until_due, LEADER_CHECK_SECONDS))
+
+    async def _run_once(self, job: Job, schedule: _Schedule, clock: Callable[[], float]) -> None:
+        try:
+            await job.run()
+        except (SQLAlchemyError, OSError) as exc:
+            if schedule.failures == 0:
+                log.warning(
+                    "housekeeping failed; retrying with backoff",
+                    extra={"job": job.name, "error": f"{type(exc).__name__}: {_first_line(exc)}"},
                 )
-                jittered = ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-                await sleep_unless_stopped(stop, jittered)
-                continue
-            if failures:
-                log.info("pruning resumed")
-            failures = 0
-            if deleted:
-                log.info("pruned refresh tokens", extra={"deleted": deleted})
-            next_run = loop.time() + self.interval_seconds
+            schedule.failures += 1
+            ceiling = min(
+                self.retry_max_seconds, FIRST_RETRY_SECONDS * 2.0 ** min(schedule.failures, 30)
+            )
+            jittered = ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            schedule.next_run = clock() + jittered
+            return
+        if schedule.failures:
+            log.info("housekeeping resumed", extra={"job": job.name})
+        schedule.failures = 0
+        schedule.next_run = clock() + self.interval_seconds
 
 
 def _first_line(error: Exception) -> str:
