@@ -1,21 +1,26 @@
 """Rows the monitoring pipeline writes, put straight into the API's database.
 
 These helpers let the API tests read history without running the pipeline: ORM rows in the
-same database the running API uses (``api.settings.database_url``). Each call opens its own
-engine and runs its own event loop, so it can be used from the synchronous tests.
+same database the running API uses (``api.settings.database_url``). Checks go in with
+:func:`insert_checks` (which also adds them to the hourly and daily rollups, as the pipeline
+does) or :func:`insert` (raw rows only); both make PostgreSQL's daily partitions they need.
+Each call opens its own engine and runs its own event loop, so it can be used from the
+synchronous tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from runstate.history.partitions import day_of, ensure_daily_partitions
+from runstate.history.rollups import InsertedCheck, add_to_rollups
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.tables import (
     Base,
@@ -44,13 +49,57 @@ def _run(api: ApiServer, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 
 def insert(api: ApiServer, *rows: Base) -> None:
-    """Insert ``rows`` in one transaction."""
+    """Insert ``rows`` in one transaction. On PostgreSQL the partitions of the days of the
+    checks among them are made first (a check of a day without one is refused). Checks
+    inserted this way are not in the rollups: see :func:`insert_checks`."""
 
     async def work(session: AsyncSession) -> None:
+        await _ensure_partitions(session, rows)
         session.add_all(rows)
         await session.commit()
 
     _run(api, work)
+
+
+def insert_checks(api: ApiServer, *checks: WebsiteCheck) -> None:
+    """Insert ``checks`` (see :func:`check`) as the monitoring worker writes them: in one
+    transaction with their hourly and daily rollups, each check standing for its monitor's
+    ``interval_seconds``. For tests that read uptime or latency figures without running
+    the pipeline; the monitors must exist."""
+
+    async def work(session: AsyncSession) -> None:
+        await _ensure_partitions(session, checks)
+        ids = {c.website_id for c in checks}
+        found = await session.execute(
+            select(Website.id, Website.interval_seconds).where(Website.id.in_(ids))
+        )
+        intervals = {row.id: row.interval_seconds for row in found}
+        session.add_all(checks)
+        await session.flush()
+        await add_to_rollups(
+            session,
+            [
+                InsertedCheck(
+                    website_id=c.website_id,
+                    created_at=c.created_at,
+                    region_id=c.region_id,
+                    status=c.status,
+                    response_time_ms=c.response_time_ms,
+                    interval_seconds=intervals[c.website_id],
+                )
+                for c in checks
+            ],
+        )
+        await session.commit()
+
+    _run(api, work)
+
+
+async def _ensure_partitions(session: AsyncSession, rows: Iterable[Base]) -> None:
+    days = {day_of(row.created_at) for row in rows if isinstance(row, WebsiteCheck)}
+    engine = session.bind
+    if days and isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
+        await ensure_daily_partitions(engine, days)
 
 
 def local_region_id(api: ApiServer) -> int:

@@ -1,7 +1,7 @@
 """Deleting a monitor or an account removes its history in batches of at most
 DELETE_BATCH_ROWS rows, each in a transaction of its own, and everything is gone when the
-answer comes. The statements are watched as the database receives them, on SQLite and on
-PostgreSQL."""
+answer comes: its checks and their hourly and daily rollups too, which have no foreign key.
+The statements are watched as the database receives them, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -19,6 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from runstate.storage.tables import (
     AlertChannel,
+    DailyRollup,
+    HourlyRollup,
     Incident,
     NotificationLog,
     RefreshToken,
@@ -33,7 +34,8 @@ from tests.api.server import ApiServer
 BATCH = 100  # the least DELETE_BATCH_ROWS allows
 _DELETE = re.compile(r"\s*DELETE\s+FROM\s+(\w+)", re.IGNORECASE)
 _UPDATE = re.compile(r"\s*UPDATE\s+(\w+)", re.IGNORECASE)
-_HISTORY = ("notification_logs", "incidents", "website_checks")
+_UNLINKED = ("website_checks", "check_rollups_hourly", "check_rollups_daily")
+_HISTORY = ("notification_logs", "incidents", *_UNLINKED)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -59,25 +61,44 @@ class Statements:
         """The row counts of the UPDATE statements on ``table``, in order."""
         return [e[2] for e in self.events if e[0] == "UPDATE" and e[1] == table]
 
+    def transactions(self) -> list[list[tuple[Any, ...]]]:
+        """The statements, split at each COMMIT (the last group, if not committed, too)."""
+        groups: list[list[tuple[Any, ...]]] = [[]]
+        for entry in self.events:
+            if entry == ("COMMIT",):
+                groups.append([])
+            else:
+                groups[-1].append(entry)
+        return [g for g in groups if g]
+
     def assert_each_monitor_paused_on_its_own_before_its_history_goes(self) -> None:
-        """Each UPDATE of websites (the pause) is committed before the next statement, and
-        no monitor's history is deleted before a pause that its own DELETE has not yet
-        followed."""
+        """Each UPDATE of websites (the pause) is committed on its own, and no monitor's
+        history is deleted before a pause that its own DELETE has not yet followed (the
+        DELETE of the monitor takes what was written meanwhile in its transaction, and the
+        account's, what monitors added meanwhile wrote)."""
         paused = False
-        for index, entry in enumerate(self.events):
-            if entry[:2] == ("UPDATE", "websites"):
-                assert self.events[index + 1] == ("COMMIT",), self.events
+        for statements in self.transactions():
+            if ("UPDATE", "websites") in (s[:2] for s in statements):
+                assert len(statements) == 1, self.events
                 paused = True
-            elif entry[:2] == ("DELETE", "websites"):
+                continue
+            if ("DELETE", "users") in (s[:2] for s in statements):
+                continue
+            for kind, table, _rows in statements:
+                if kind == "DELETE" and table in _HISTORY:
+                    assert paused, f"history deleted before the monitor was paused: {self.events}"
+            if ("DELETE", "websites") in (s[:2] for s in statements):
                 paused = False
-            elif entry[0] == "DELETE" and entry[1] in _HISTORY:
-                assert paused, f"history deleted before the monitor was paused: {self.events}"
 
     def assert_each_delete_committed_on_its_own(self) -> None:
-        kinds = [e[0] for e in self.events if e[0] in ("DELETE", "COMMIT")]
-        for here, following in pairwise(kinds):
-            assert (here, following) != ("DELETE", "DELETE"), self.events
-        assert kinds[-1] == "COMMIT", self.events
+        """Every DELETE is committed on its own, but for the last step of a monitor's (or an
+        account's) deletion: its row, with the checks and rollups written meanwhile."""
+        assert self.events[-1] == ("COMMIT",), self.events
+        for statements in self.transactions():
+            tables = [s[1] for s in statements if s[0] == "DELETE"]
+            if len(tables) > 1:
+                owners = [t for t in tables if t not in _UNLINKED]
+                assert owners in (["websites"], ["users"]), self.events
 
     def position(self, table: str) -> int:
         """The index of the first DELETE on ``table``."""
@@ -128,11 +149,13 @@ def _monitor_with_history(api: ApiServer, token: str, checks: int, notifications
         api,
         resolved,
         active,
-        *(rows.check(website_id, region, rows.seconds_ago(n)) for n in range(checks)),
         *(
             rows.notification(website_id, resolved.id, rows.seconds_ago(n))
             for n in range(notifications)
         ),
+    )
+    rows.insert_checks(
+        api, *(rows.check(website_id, region, rows.seconds_ago(n)) for n in range(checks))
     )
     return website_id
 
@@ -141,6 +164,8 @@ def _history(api: ApiServer, website_id: str) -> dict[str, int]:
     key = uuid.UUID(website_id)
     return {
         "checks": rows.count_where(api, WebsiteCheck, website_id=key),
+        "hourly": rows.count_where(api, HourlyRollup, website_id=key),
+        "daily": rows.count_where(api, DailyRollup, website_id=key),
         "incidents": rows.count_where(api, Incident, website_id=key),
         "notifications": rows.count_where(api, NotificationLog, website_id=key),
         "monitor": rows.count_where(api, Website, id=key),
@@ -153,12 +178,11 @@ def test_deleting_a_monitor_removes_its_history_in_batches_each_committed_alone(
     _, token, _ = batch_api.new_user()
     website_id = _monitor_with_history(batch_api, token, checks=2 * BATCH + 50, notifications=130)
     kept = _monitor_with_history(batch_api, token, checks=10, notifications=1)
-    assert _history(batch_api, website_id) == {
-        "checks": 250,
-        "incidents": 2,
-        "notifications": 130,
-        "monitor": 1,
-    }
+    before = _history(batch_api, website_id)
+    hourly, daily = before.pop("hourly"), before.pop("daily")
+    assert before == {"checks": 250, "incidents": 2, "notifications": 130, "monitor": 1}
+    assert hourly in (1, 2)  # 250 seconds of checks: one hour, or two
+    assert daily in (1, 2)
 
     with watching() as statements, batch_api.client(token) as client:
         answer = client.delete(f"/websites/{website_id}")
@@ -170,13 +194,15 @@ def test_deleting_a_monitor_removes_its_history_in_batches_each_committed_alone(
         assert client.get(f"/websites/{website_id}").status_code == 404
         listed = [w["id"] for w in client.get("/websites").json()["data"]["websites"]]
     assert listed == [kept]
-    assert _history(batch_api, website_id) == dict.fromkeys(
-        ("checks", "incidents", "notifications", "monitor"), 0
-    )
+    assert set(_history(batch_api, website_id).values()) == {0}
     assert _history(batch_api, kept)["checks"] == 10
+    assert _history(batch_api, kept)["hourly"] >= 1
 
-    # Several statements, none over the batch, each in its own transaction, history first.
-    assert statements.deletes("website_checks") == [BATCH, BATCH, 50]
+    # Several statements, none over the batch, each in its own transaction, history first;
+    # the last one with the monitor's row finds nothing written meanwhile.
+    assert statements.deletes("website_checks") == [BATCH, BATCH, 50, 0]
+    assert statements.deletes("check_rollups_hourly") == [hourly, 0]
+    assert statements.deletes("check_rollups_daily") == [daily, 0]
     assert statements.deletes("notification_logs") == [BATCH, 30]
     assert statements.deletes("incidents") == [2]
     assert statements.deletes("websites") == [1]
@@ -216,7 +242,9 @@ def test_deleting_an_account_removes_everything_it_owns_in_batches(batch_api: Ap
     with batch_api.client(token) as client:
         assert client.get("/me").status_code == 401
 
-    assert statements.deletes("website_checks") == [BATCH, 20] * 2
+    # Each monitor's checks, what it wrote meanwhile, and what the account's monitors added
+    # meanwhile wrote.
+    assert statements.deletes("website_checks") == [BATCH, 20, 0] * 2 + [0]
     assert statements.deletes("websites") == [1, 1]
     assert statements.updates("websites") == [1, 1]
     statements.assert_each_monitor_paused_on_its_own_before_its_history_goes()
