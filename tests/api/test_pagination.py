@@ -20,7 +20,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from runstate.history.partitions import day_of, ensure_daily_partitions
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.tables import Incident, NotificationLog, WebsiteCheck, WebsitePause
 from tests.api import rows
@@ -84,26 +83,6 @@ def _walk(
     raise AssertionError("the walk never ended")
 
 
-def _ensure_partitions(api: ApiServer, moments: list[datetime]) -> None:
-    """PostgreSQL keeps checks in daily partitions; a past day's must exist before its rows."""
-    if api.backend != "postgres":
-        return
-
-    async def main() -> None:
-        engine = create_engine(api.settings.database_url, pool_size=1)
-        try:
-            await ensure_daily_partitions(engine, {day_of(m) for m in moments})
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
-
-
-def _insert_checks(api: ApiServer, *checks: WebsiteCheck) -> None:
-    _ensure_partitions(api, [c.created_at for c in checks])
-    rows.insert(api, *checks)
-
-
 def _pauses(api: ApiServer, website_id: str) -> list[WebsitePause]:
     async def main() -> list[WebsitePause]:
         engine = create_engine(api.settings.database_url, pool_size=1)
@@ -159,7 +138,7 @@ def _history(api: ApiServer, client: httpx.Client, moments: list[datetime]) -> d
     and two notifications: every page boundary of an odd limit falls inside a tie."""
     website = _create(client)
     opened = rows.incident(website["id"], BASE - timedelta(days=30))
-    _insert_checks(api, *_checks(website["id"], moments, [1, 2, 3]))
+    rows.insert(api, *_checks(website["id"], moments, [1, 2, 3]))
     rows.insert(api, opened, *_incidents(website["id"], moments, 2))
     rows.insert(api, *_notifications(website["id"], opened, moments, 2))
     return website
@@ -209,7 +188,7 @@ def test_a_checks_id_is_its_time_in_microseconds_unique_per_region(
     api: ApiServer, client: httpx.Client
 ) -> None:
     website = _create(client)
-    _insert_checks(api, *_checks(website["id"], [BASE], [4, 9]))
+    rows.insert(api, *_checks(website["id"], [BASE], [4, 9]))
     checks = _data(client.get(f"/websites/{website['id']}/checks"))["checks"]
     assert [(c["id"], c["region_id"]) for c in checks] == [
         (_microseconds(BASE), 9),
@@ -232,7 +211,7 @@ def test_a_walk_during_inserts_shows_every_earlier_row_once_and_none_twice(
         # Newer than the walk's position, at the very times already walked, and older.
         when = [BASE + timedelta(minutes=page + 1), moments[page % 6], BASE - timedelta(hours=1)]
         if list_name == "checks":
-            _insert_checks(api, *_checks(website["id"], when, [10 + page]))
+            rows.insert(api, *_checks(website["id"], when, [10 + page]))
         elif list_name == "incidents":
             rows.insert(api, *_incidents(website["id"], when, 1))
         else:
