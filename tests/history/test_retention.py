@@ -464,6 +464,55 @@ async def test_ingest_runs_undisturbed_while_a_day_of_fifty_thousand_checks_is_d
     assert elapsed < 5  # target < 1 s; generous for a shared machine
 
 
+async def test_sqlite_ingest_goes_on_while_old_checks_are_deleted_in_batches(
+    tmp_path: Path,
+) -> None:
+    engine = await migrated(f"sqlite:///{tmp_path / 'runstate.db'}")
+    try:
+        start = midnight(days_ago(10))
+        for chunk in range(4):
+            await add_checks(
+                engine,
+                [
+                    check_row(MONITOR, start + timedelta(seconds=chunk * 5_000 + i))
+                    for i in range(5_000)
+                ],
+            )
+        kept = await add_checks(engine, [check_row(OTHER_MONITOR, NOW)])
+        written: set[Key] = set()
+        failures: list[BaseException] = []
+        stop = asyncio.Event()
+
+        async def ingest() -> None:
+            base = datetime.now(UTC)
+            n = 0
+            while not stop.is_set():
+                rows = [check_row(MONITOR, base + timedelta(microseconds=n + i)) for i in range(10)]
+                n += 10
+                try:
+                    async with engine.begin() as connection:
+                        await connection.execute(insert(CHECKS), rows)
+                except Exception as exc:  # every failure is what the test is looking for
+                    failures.append(exc)
+                    continue
+                written.update((r["website_id"], r["created_at"], r["region_id"]) for r in rows)
+                await asyncio.sleep(0.005)
+
+        writer = asyncio.create_task(ingest())
+        await asyncio.sleep(0.2)
+        report = await apply_retention(engine, policy(checks=3, batch=1_000), now=NOW)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await writer
+
+        assert report.checks_deleted == 20_000
+        assert failures == []
+        assert written
+        assert await check_keys(engine) == kept | written
+    finally:
+        await engine.dispose()
+
+
 # --- the process that runs it ---------------------------------------------------------------
 
 
