@@ -464,6 +464,53 @@ async def test_ingest_runs_undisturbed_while_a_day_of_fifty_thousand_checks_is_d
     assert elapsed < 5  # target < 1 s; generous for a shared machine
 
 
+@pytest.mark.postgres
+async def test_a_long_read_of_the_history_delays_the_drop_but_never_writers_nor_new_days(
+    pg: AsyncEngine, postgres_url: str
+) -> None:
+    old_day = days_ago(10)
+    await add_checks(pg, [check_row(MONITOR, midnight(old_day))])
+    slowest = 0.0
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def ingest() -> None:
+        nonlocal slowest
+        base = datetime.now(UTC)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            began = time.perf_counter()
+            try:
+                async with pg.begin() as connection:
+                    at = base + timedelta(microseconds=n)
+                    await connection.execute(insert(CHECKS), [check_row(MONITOR, at)])
+            except Exception as exc:  # every failure is what the test is looking for
+                failures.append(exc)
+            slowest = max(slowest, time.perf_counter() - began)
+            await asyncio.sleep(0.005)
+
+    reader = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    writer = asyncio.create_task(ingest())
+    try:
+        async with reader.transaction():  # a report reading the history for a while
+            await reader.fetchval("SELECT count(*) FROM website_checks")
+            # Making a day's partition does not wait for the reader either.
+            await asyncio.wait_for(ensure_daily_partitions(pg, [days_ago(-9)]), 2)
+            retention = asyncio.create_task(apply_retention(pg, policy(checks=3), now=NOW))
+            await asyncio.sleep(1.0)
+            assert not retention.done()  # the detach waits for the reader...
+        report = await asyncio.wait_for(retention, 10)  # ...and ends once it is gone
+    finally:
+        stop.set()
+        await writer
+        await reader.close()
+
+    assert report.partitions_dropped == [old_day]
+    assert failures == []
+    assert slowest < 0.5  # the writers never queued behind the detach
+
+
 async def test_sqlite_ingest_goes_on_while_old_checks_are_deleted_in_batches(
     tmp_path: Path,
 ) -> None:
