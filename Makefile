@@ -44,5 +44,9 @@ PRESET ?= smoke
 bench: install ## benchmark: PRESET=smoke|10k|100k (realistic farm; Postgres, Redis), up-smoke|up-10k (runstate up), lab|lab-10k|lab-100k (lab farm), BENCH_ARGS="--workers 3"
 	$(RUN) python -m bench --preset $(PRESET) $(BENCH_ARGS)
 
+.PHONY: bench-history
+bench-history: install ## history benchmark on PostgreSQL: bytes per check row, partition drop, history endpoints (HISTORY_ARGS="--monitors 10000")
+	$(RUN) python -m bench.history $(HISTORY_ARGS)
+
 clean: ## remove the environments and caches
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
