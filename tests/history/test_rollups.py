@@ -5,6 +5,7 @@ SQLite and PostgreSQL, through the stage's own write path; only the targets are 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -335,3 +336,27 @@ async def test_a_monitor_deleted_while_its_check_ran_leaves_no_check_and_no_roll
     for table in (HourlyRollup, DailyRollup):
         assert [r.website_id for r in await setup.db.all(select(table))] == [kept.id]
     await setup.assert_rollups_equal_the_raw_checks()
+
+
+@pytest.mark.postgres
+async def test_results_of_a_monitor_whose_deletion_commits_during_their_write_are_not_kept(
+    setup: Setup,
+) -> None:
+    """The write waits for the monitor's deletion to end and then skips its results: none
+    is left behind that the deletion, done by then, would never remove."""
+    if setup.db.kind != "postgres":
+        pytest.skip("SQLite's writers take turns")
+    kept, gone = await setup.monitor(), await setup.monitor()
+    now = datetime.now(UTC)
+    async with setup.db.engine.connect() as deletion:
+        await deletion.begin()
+        await deletion.execute(text("DELETE FROM websites WHERE id = :id"), {"id": gone.id})
+        writing = asyncio.create_task(setup.record((kept, up(10), now), (gone, up(20), now)))
+        await asyncio.sleep(0.5)
+        assert not writing.done(), "the write waits for the deletion"
+        await deletion.commit()
+    await asyncio.wait_for(writing, 10)
+
+    assert [c.website_id for c in await setup.raw_checks()] == [kept.id]
+    for table in (HourlyRollup, DailyRollup):
+        assert [r.website_id for r in await setup.db.all(select(table))] == [kept.id]

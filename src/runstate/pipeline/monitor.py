@@ -2,7 +2,9 @@
 
 Each due check runs as soon as a slot is free, whatever else is running. Its result joins
 the next group write: results are written together in one transaction (on PostgreSQL as one
-array per column), then applied to their monitors' states; a result that confirms a change
+array per column), with the hourly and daily rollups they add to (runstate.history.rollups:
+only the rows inserted count, so a group written twice counts once), then applied to their
+monitors' states; a result that confirms a change
 emits the status-change event in the same atomic step (`MonitorStates.apply`). An entry is
 acknowledged only after all of that, and on its own: a crash at any point leaves it pending,
 and it is checked again; a check that hangs until its timeout holds back nothing but itself.
