@@ -275,7 +275,7 @@ async def test_an_active_incident_runs_to_now(session: AsyncSession) -> None:
     assert figures["24h"].uptime_percent == round(100 * (1 - 9000 / (23.5 * 3600)), 4)
 
 
-async def test_regions_of_one_bucket_count_as_its_best_covered_one(
+async def test_several_regions_cover_a_period_as_its_best_covered_region_does(
     session: AsyncSession,
 ) -> None:
     day = TODAY - DAY

@@ -16,7 +16,7 @@ from runstate import __version__
 from runstate.api.body_limit import BodyLimitMiddleware
 from runstate.api.envelope import install_error_handlers
 from runstate.api.metrics import HttpMetrics, MetricsMiddleware
-from runstate.api.routes import admin, auth, channels, health, websites
+from runstate.api.routes import admin, auth, channels, health, history, websites
 from runstate.api.state import ApiState
 from runstate.auth.tokens import AccessTokenIssuer
 from runstate.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -79,7 +79,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(app.state.metrics_registry))
 
-    for module in (auth, admin, websites, channels, health):
+    # history before websites: its /websites/{id}/response-times (with resolutions) wins.
+    for module in (auth, admin, history, websites, channels, health):
         app.include_router(module.router)
     app.include_router(health.metrics_router)
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, literal
+from sqlalchemy import Float, Integer, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -31,7 +31,8 @@ class epoch_seconds(FunctionElement[float]):
 
 @compiles(epoch_seconds)
 def _epoch_seconds_postgresql(element: epoch_seconds, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS FLOAT)"
+    # date_part answers a float; EXTRACT answers a numeric, several times slower to sum.
+    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
 
 
 @compiles(epoch_seconds, "sqlite")
@@ -87,3 +88,22 @@ def overlap(
     """The length in seconds of the intersection of the intervals [starts[i], ends[i]) (at
     least two), 0 when they do not all meet."""
     return greatest(seconds(0), least(*ends) - greatest(*starts))
+
+
+class floor_int(FunctionElement[int]):
+    """The largest integer not above its argument, which must not be negative (SQLite's CAST
+    truncates, which is the floor only there)."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "floor_int"
+
+
+@compiles(floor_int)
+def _floor_int(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(floor_int, "sqlite")
+def _floor_int_sqlite(element: floor_int, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"

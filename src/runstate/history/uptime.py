@@ -13,8 +13,8 @@ Definitions (all times UTC; every figure of a request comes from one SQL stateme
   eligible time. An incident is confirmed downtime, whatever the checks inside it said.
 - The rollups whose bucket starts in the period say how much of it had data: up_seconds and
   down_seconds (the time the bucket's UP and DOWN checks stand for). Where several regions
-  check a monitor, a bucket counts as much as its best-covered region (the largest up_seconds,
-  and the largest down_seconds within what is left of the bucket).
+  check a monitor, a period is as covered as its best-covered region: up and down are the
+  largest of any one region's sums over the period (checks add up over the regions).
   no_data_seconds = max(0, eligible - downtime - up - max(0, down - downtime)): DOWN checks
   outside incidents (failures not confirmed) count as data, not as downtime.
 - uptime_percent = 100 * (1 - downtime / (eligible - no_data)); null when eligible - no_data
@@ -56,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import Subquery
 
 from runstate.history.latency import LATENCY_COLUMNS, percentile
-from runstate.history.sql import epoch_seconds, greatest, least, overlap, seconds
+from runstate.history.sql import epoch_seconds, floor_int, greatest, least, overlap, seconds
 from runstate.storage.tables import (
     DailyRollup,
     HourlyRollup,
@@ -131,7 +131,7 @@ class Latency:
 # --- the statement ---------------------------------------------------------------------------
 
 
-def _monitors(query: Select[Any]) -> CTE:
+def _monitors(query: Select[*tuple[Any, ...]]) -> CTE:
     """The monitors a statement covers: ``query`` selects websites rows; id and added_s kept."""
     return query.add_columns(epoch_seconds(Website.time_added).label("added_s")).cte("monitors")
 
@@ -231,63 +231,87 @@ def _incidents_paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) 
     )
 
 
-def _buckets(
-    table: type[HourlyRollup] | type[DailyRollup],
-    monitors: CTE,
-    periods: CTE,
-    lo: datetime,
-    hi: datetime,
-    hourly: bool,
-) -> Select[Any]:
-    """Each bucket of ``table`` in a period, its regions added up (see the definitions)."""
-    r = table.__table__.c
-    length = 3600 if hourly else 86400
-    start = epoch_seconds(r.bucket_start)
-    up = func.max(r.up_seconds)
-    return (
-        select(
-            r.website_id,
-            periods.c.key,
-            func.sum(r.checks).label("checks"),
-            func.sum(r.up_checks).label("up_checks"),
-            up.label("up_s"),
-            least(func.max(r.down_seconds), seconds(length) - up).label("down_s"),
+@dataclass(frozen=True)
+class _Source:
+    """Where a statement's rollups come from: ``table``'s buckets starting in [lo, hi), each
+    in the period whose [since_s, until_s) holds its start, or all in the period ``key``."""
+
+    table: type[HourlyRollup] | type[DailyRollup]
+    lo: datetime
+    hi: datetime
+    key: str | None = None
+    # Whether the statement covers every monitor: no need then to keep the rollups to them.
+    every_monitor: bool = False
+
+
+def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) -> Select[Any]:
+    """Each region's rollups of each (monitor, period), summed."""
+    r = source.table.__table__.c
+    columns: list[ColumnElement[Any]] = [
+        func.sum(r.checks).label("checks"),
+        func.sum(r.up_checks).label("up_checks"),
+        func.sum(r.up_seconds).label("up_s"),
+        func.sum(r.down_seconds).label("down_s"),
+    ]
+    if latency:
+        columns += [
             func.sum(r.timed_checks).label("timed_checks"),
             func.sum(r.response_time_sum_ms).label("rt_sum"),
             func.min(r.response_time_min_ms).label("rt_min"),
             func.max(r.response_time_max_ms).label("rt_max"),
             *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
+        ]
+    in_range = [r.bucket_start >= source.lo, r.bucket_start < source.hi]
+    if not source.every_monitor:
+        in_range.append(r.website_id.in_(select(monitors.c.id)))
+    if source.key is not None:  # one period: no need to find each bucket's
+        key: ColumnElement[Any] = literal(source.key, String()).label("key")
+        return (
+            select(r.website_id, key, r.region_id, *columns)
+            .where(*in_range)
+            .group_by(r.website_id, r.region_id)
         )
-        .join(periods, and_(start >= periods.c.since_s, start < periods.c.until_s))
-        .where(
-            r.website_id.in_(select(monitors.c.id)),
-            r.bucket_start >= lo,
-            r.bucket_start < hi,
-            periods.c.hourly == hourly,
-        )
-        .group_by(r.website_id, periods.c.key, r.bucket_start)
+    start = epoch_seconds(r.bucket_start)
+    # A bucket's start is exact; its float seconds on SQLite may not be: a second's margin.
+    in_period = and_(start > periods.c.since_s - 1.0, start < periods.c.until_s - 1.0)
+    return (
+        select(r.website_id, periods.c.key, r.region_id, *columns)
+        .join(periods, in_period)
+        .where(*in_range, periods.c.hourly == (source.table is HourlyRollup))
+        .group_by(r.website_id, periods.c.key, r.region_id)
     )
 
 
-def _rollups(buckets: Sequence[Select[Any]]) -> Subquery:
-    b = (buckets[0] if len(buckets) == 1 else union_all(*buckets)).subquery("buckets")
-    return (
-        select(
-            b.c.website_id,
-            b.c.key,
-            func.sum(b.c.checks).label("checks"),
-            func.sum(b.c.up_checks).label("up_checks"),
-            func.sum(b.c.up_s).label("up_s"),
-            func.sum(b.c.down_s).label("down_s"),
+def _rollups(
+    sources: Sequence[_Source], monitors: CTE, periods: CTE, latency: bool = False
+) -> Subquery:
+    """The rollups of each (monitor, period). Where several regions check a monitor, the
+    period is as covered as its best-covered region: the largest up_seconds and the largest
+    down_seconds of any region; counts and latency add up over the regions."""
+    parts = [_region_sums(source, monitors, periods, latency) for source in sources]
+    b = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("region_sums")
+    columns: list[ColumnElement[Any]] = [
+        func.sum(b.c.checks).label("checks"),
+        func.sum(b.c.up_checks).label("up_checks"),
+        func.max(b.c.up_s).label("up_s"),
+        func.max(b.c.down_s).label("down_s"),
+    ]
+    if latency:
+        columns += [
             func.sum(b.c.timed_checks).label("timed_checks"),
             func.sum(b.c.rt_sum).label("rt_sum"),
             func.min(b.c.rt_min).label("rt_min"),
             func.max(b.c.rt_max).label("rt_max"),
             *(func.sum(b.c[column]).label(column) for column in LATENCY_COLUMNS),
-        )
+        ]
+    return (
+        select(b.c.website_id, b.c.key, *columns)
         .group_by(b.c.website_id, b.c.key)
         .subquery("rollups")
     )
+
+
+_ROLLUP_FIGURES = {"website_id", "key", "checks", "up_checks", "up_s", "down_s"}
 
 
 def _figures(
@@ -327,11 +351,7 @@ def _figures(
             func.coalesce(incidents.c.incidents, 0).label("incident_count"),
             func.coalesce(rollups.c.checks, 0).label("check_count"),
             func.coalesce(rollups.c.up_checks, 0).label("up_check_count"),
-            rollups.c.timed_checks,
-            rollups.c.rt_sum,
-            rollups.c.rt_min,
-            rollups.c.rt_max,
-            *(rollups.c[column] for column in LATENCY_COLUMNS),
+            *(c for c in rollups.c if c.name not in _ROLLUP_FIGURES),
         )
         .select_from(monitors)
         .join(periods, true())
@@ -363,20 +383,29 @@ def latency_of(row: Any) -> Latency:
     return Latency(round(row.rt_sum / timed, 1), row.rt_min, row.rt_max, p95)
 
 
-def windows_statement(monitors_query: Select[Any], windows: Sequence[Window]) -> Select[Any]:
+def windows_statement(
+    monitors_query: Select[*tuple[Any, ...]],
+    windows: Sequence[Window],
+    *,
+    every_monitor: bool = False,
+) -> Select[Any]:
     """The figures of every monitor ``monitors_query`` selects (websites rows, with any
     columns, ORDER BY and LIMIT it likes) over each of ``windows`` (all ending at one now):
-    one row per (monitor, window), ordered as the monitors are."""
+    one row per (monitor, window), ordered as the monitors are. ``every_monitor`` says that
+    the query selects all monitors (the rollups are then summed without a filter)."""
     now = windows[0].until
     lo = min(w.since for w in windows)
     monitors = _monitors(monitors_query)
     periods = _window_periods(windows)
-    buckets = []
-    if any(w.hourly for w in windows):
-        buckets.append(_buckets(HourlyRollup, monitors, periods, lo, now, hourly=True))
-    if not all(w.hourly for w in windows):
-        buckets.append(_buckets(DailyRollup, monitors, periods, lo, now, hourly=False))
-    statement = _figures(monitors, periods, _rollups(buckets), lo, now)
+    sources = []
+    for table, hourly in ((HourlyRollup, True), (DailyRollup, False)):
+        chosen = [w for w in windows if w.hourly == hourly]
+        if chosen:
+            key = chosen[0].name if len(chosen) == 1 else None
+            lo_of_table = min(w.since for w in chosen)
+            sources.append(_Source(table, lo_of_table, now, key, every_monitor))
+    rollups = _rollups(sources, monitors, periods)
+    statement = _figures(monitors, periods, rollups, lo, now)
     return statement.order_by(*_monitor_order(monitors))
 
 
@@ -409,8 +438,8 @@ async def daily_history(
     first_day = floor_day(now) - (days - 1) * DAY
     monitors = _monitors(select(Website.id).where(Website.id == website_id))
     periods = _day_periods(first_day, days, now)
-    buckets = _buckets(DailyRollup, monitors, periods, first_day, now, hourly=False)
-    statement = _figures(monitors, periods, _rollups([buckets]), first_day, now)
+    rollups = _rollups([_Source(DailyRollup, first_day, now)], monitors, periods, latency=True)
+    statement = _figures(monitors, periods, rollups, first_day, now)
     rows = {row.period: row for row in await session.execute(statement.order_by("period"))}
     return [
         Day(
@@ -421,3 +450,74 @@ async def daily_history(
         for n in range(days)
         if n in rows
     ]
+
+
+# --- response times from the rollups ---------------------------------------------------------
+
+BUCKET_SECONDS = {"hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class LatencyPoint:
+    """One downsampled point: the rollups of [timestamp, timestamp + width) added up."""
+
+    timestamp: datetime
+    checks: int
+    up_checks: int
+    latency: Latency
+
+
+def downsampling(
+    resolution: str, since: datetime, until: datetime, limit: int
+) -> tuple[datetime, int]:
+    """The first bucket's start and the width in seconds of the points that show the
+    ``resolution`` ("hour" or "day") buckets starting in [since, until] in at most ``limit``
+    points: whole multiples of the bucket, counted from the bucket that holds ``since``."""
+    length = BUCKET_SECONDS[resolution]
+    origin = floor_hour(since) if resolution == "hour" else floor_day(since)
+    buckets = int((until - origin).total_seconds() // length) + 1
+    per_point = -(-buckets // limit)  # ceiling
+    return origin, per_point * length
+
+
+async def rollup_points(
+    session: AsyncSession,
+    website_id: uuid.UUID,
+    resolution: str,
+    since: datetime,
+    until: datetime,
+    limit: int,
+) -> tuple[list[LatencyPoint], int]:
+    """A monitor's ``resolution`` rollups starting in [since, until], downsampled in SQL to at
+    most ``limit`` points (oldest first, all regions together), and the points' width."""
+    origin, width = downsampling(resolution, since, until, limit)
+    table = HourlyRollup if resolution == "hour" else DailyRollup
+    r = table.__table__.c
+    # Half a bucket in, so that float seconds on SQLite never fall just short of a boundary.
+    offset = epoch_seconds(r.bucket_start) - seconds(epoch(origin)) + BUCKET_SECONDS[resolution] / 2
+    point = floor_int(offset / float(width)).label("point")
+    statement = (
+        select(
+            point,
+            func.sum(r.checks).label("checks"),
+            func.sum(r.up_checks).label("up_checks"),
+            func.sum(r.timed_checks).label("timed_checks"),
+            func.sum(r.response_time_sum_ms).label("rt_sum"),
+            func.min(r.response_time_min_ms).label("rt_min"),
+            func.max(r.response_time_max_ms).label("rt_max"),
+            *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
+        )
+        .where(r.website_id == website_id, r.bucket_start >= origin, r.bucket_start <= until)
+        .group_by(point)
+        .order_by(point)
+    )
+    points = [
+        LatencyPoint(
+            origin + timedelta(seconds=row.point * width),
+            int(row.checks),
+            int(row.up_checks),
+            latency_of(row),
+        )
+        for row in await session.execute(statement)
+    ]
+    return points, width

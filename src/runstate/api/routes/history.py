@@ -1,0 +1,259 @@
+"""Uptime and history: a monitor's uptime over fixed windows, its daily history, its response
+times (raw or downsampled from the rollups), and the uptime of all the caller's monitors.
+
+The figures are defined in runstate.history.uptime; each answer is read with one statement.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from runstate.api import cursors
+from runstate.api.deps import CurrentUser, SessionDep
+from runstate.api.envelope import Envelope, invalid, ok
+from runstate.api.history_schemas import (
+    DailyPublic,
+    DayPublic,
+    MonitorUptime,
+    Resolution,
+    ResponseTimesAnswer,
+    RollupPoint,
+    UptimeListPublic,
+    WebsiteUptimePublic,
+    WindowName,
+    WindowUptime,
+)
+from runstate.api.routes import API_PREFIX
+from runstate.api.routes.websites import owned_website
+from runstate.api.schemas import ResponseTimePoint, ResponseTimesPublic
+from runstate.history import uptime
+from runstate.storage.tables import Website, WebsiteCheck
+
+router = APIRouter(prefix=API_PREFIX, tags=["history"])
+
+# auto shows raw checks for ranges up to RAW_UP_TO, hourly rollups up to HOURLY_UP_TO.
+RAW_UP_TO = timedelta(days=2)
+HOURLY_UP_TO = timedelta(days=90)
+
+
+def _default_since(resolution: str, until: datetime) -> datetime:
+    """Where a range starts when `since` is not given: 24 hours before `until` (auto, which
+    then shows raw checks), its last 168 whole hours (hour) or its last 90 UTC days (day),
+    the hour or day that holds `until` included."""
+    if resolution == "hour":
+        return uptime.floor_hour(until) - timedelta(hours=167)
+    if resolution == "day":
+        return uptime.floor_day(until) - timedelta(days=89)
+    return until - timedelta(hours=24)
+
+
+def _as_utc(field: str, moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(field, "is outside the range of representable times") from None
+
+
+@router.get("/websites/{website_id}/uptime", response_model=Envelope[WebsiteUptimePublic])
+async def website_uptime(
+    website_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> dict[str, Any]:
+    """Uptime over the windows 24h, 7d, 30d, 90d and 365d, each ending now."""
+    website = await owned_website(session, website_id, user)
+    figures = await uptime.website_uptime(session, website.id, datetime.now(UTC))
+    windows = [
+        WindowUptime(window=w.name, since=w.since, until=w.until, **vars(f)) for w, f in figures
+    ]
+    return ok(WebsiteUptimePublic(windows=windows))
+
+
+@router.get("/websites/{website_id}/daily", response_model=Envelope[DailyPublic])
+async def website_daily(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 90,
+) -> dict[str, Any]:
+    """One row per UTC day, oldest first, today last; a day without data has null figures."""
+    website = await owned_website(session, website_id, user)
+    history = await uptime.daily_history(session, website.id, days, datetime.now(UTC))
+    rows = [
+        DayPublic(
+            date=day.date,
+            uptime_percent=day.figures.uptime_percent,
+            downtime_seconds=day.figures.downtime_seconds,
+            no_data_seconds=day.figures.no_data_seconds,
+            paused_seconds=day.figures.paused_seconds,
+            checks=day.figures.checks,
+            avg_response_time_ms=day.latency.avg_ms,
+            p95_response_time_ms=_rounded(day.latency.p95_ms),
+        )
+        for day in history
+    ]
+    return ok(DailyPublic(days=rows))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@router.get(
+    "/websites/{website_id}/response-times",
+    response_model=Envelope[ResponseTimesAnswer | ResponseTimesPublic],
+)
+async def website_response_times(
+    website_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    resolution: Resolution | None = None,
+) -> dict[str, Any]:
+    """Response times within [since, until]. Without `resolution`: the newest `limit` checks,
+    oldest first, unbounded where since/until are not given, answered as before resolutions
+    existed (`points` only; since after until finds nothing). With a resolution, since after
+    until is a 422; with "raw", the same checks and the resolution used. With "hour" or
+    "day": that rollup's buckets, grouped into equal wider points so that there are at most
+    `limit`. "auto" picks raw for ranges up to 2 days, hour up to 90 days, day beyond. Without
+    `until` a rollup range ends now; without `since` it starts as `_default_since` says."""
+    website = await owned_website(session, website_id, user)
+    start, end = _as_utc("since", since), _as_utc("until", until)
+    if resolution is None:  # as before resolutions: since after until finds nothing
+        raw = await _raw(session, website.id, start, end, limit)
+        return ok(ResponseTimesPublic(points=raw.points))
+    if start is not None and end is not None and start > end:
+        raise invalid("since", "must not be after until")
+    if resolution == "raw":
+        return ok(await _raw(session, website.id, start, end, limit))
+    end = end or datetime.now(UTC)
+    if start is None:
+        try:
+            start = _default_since(resolution, end)
+        except OverflowError:
+            raise invalid("until", "is too early to count a default range back from") from None
+    if start > end:
+        raise invalid("since", "must not be after until (until defaults to now)")
+    chosen: Literal["raw", "hour", "day"]
+    if resolution == "auto":
+        span = end - start
+        chosen = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
+    else:
+        chosen = resolution
+    if chosen == "raw":
+        return ok(await _raw(session, website.id, start, end, limit))
+    points, width = await uptime.rollup_points(session, website.id, chosen, start, end, limit)
+    return ok(
+        ResponseTimesAnswer(
+            resolution=chosen,
+            bucket_seconds=width,
+            since=start,
+            until=end,
+            points=[
+                RollupPoint(
+                    timestamp=p.timestamp,
+                    response_time_ms=p.latency.avg_ms,
+                    min_response_time_ms=p.latency.min_ms,
+                    max_response_time_ms=p.latency.max_ms,
+                    p95_response_time_ms=_rounded(p.latency.p95_ms),
+                    checks=p.checks,
+                    up_checks=p.up_checks,
+                )
+                for p in points
+            ],
+        )
+    )
+
+
+async def _raw(
+    session: SessionDep,
+    website_id: uuid.UUID,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> ResponseTimesAnswer:
+    """The newest ``limit`` checks within [start, end], oldest first for charting."""
+    query = select(WebsiteCheck).where(WebsiteCheck.website_id == website_id)
+    if start is not None:
+        query = query.where(WebsiteCheck.created_at >= start)
+    if end is not None:
+        query = query.where(WebsiteCheck.created_at <= end)
+    newest = await session.scalars(
+        query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.region_id.desc()).limit(limit)
+    )
+    points = [
+        ResponseTimePoint(
+            timestamp=check.created_at,
+            response_time_ms=check.response_time_ms,
+            status=check.status,
+            region_id=check.region_id,
+            dns_ms=check.dns_ms,
+            connect_ms=check.connect_ms,
+            tls_ms=check.tls_ms,
+            ttfb_ms=check.ttfb_ms,
+            cert_expires_at=check.cert_expires_at,
+        )
+        for check in reversed(list(newest))
+    ]
+    return ResponseTimesAnswer(resolution="raw", since=start, until=end, points=points)
+
+
+@router.get("/uptime", response_model=Envelope[UptimeListPublic])
+async def uptime_list(
+    user: CurrentUser,
+    session: SessionDep,
+    window: WindowName = "30d",
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    cursor: Annotated[str | None, Query(max_length=cursors.MAX_CURSOR_LENGTH)] = None,
+) -> dict[str, Any]:
+    """The uptime over ``window`` of each of the caller's monitors (ADMIN: all), oldest first
+    (`time_added`, then `id`); without `limit`, all of them and no `next_cursor`."""
+    query = select(
+        Website.id, Website.time_added, Website.name, Website.url, Website.current_status
+    ).order_by(Website.time_added, Website.id)
+    if user.role != "ADMIN":
+        query = query.where(Website.user_id == user.id)
+    if cursor is not None:
+        position = cursors.decode(cursor, "uptime", uuid.UUID)
+        query = query.where(
+            cursors.after(Website.time_added, Website.id, position, descending=False)
+        )
+    if limit is not None:
+        query = query.limit(limit + 1)
+    span = uptime.window(window, datetime.now(UTC))
+    every_monitor = user.role == "ADMIN" and cursor is None and limit is None
+    statement = uptime.windows_statement(query, [span], every_monitor=every_monitor)
+    rows = (await session.execute(statement)).all()
+    shown, next_cursor = cursors.page(rows, limit, "uptime", _row_key)
+    websites = [
+        MonitorUptime(
+            website_id=row.id,
+            name=row.name,
+            url=row.url,
+            current_status=row.current_status,
+            **vars(uptime.figures_of(row)),
+        )
+        for row in shown
+    ]
+    return ok(
+        UptimeListPublic(
+            window=window,
+            since=span.since,
+            until=span.until,
+            websites=websites,
+            next_cursor=next_cursor,
+        )
+    )
+
+
+def _row_key(row: Any) -> tuple[datetime, uuid.UUID]:
+    return row.time_added, row.id
