@@ -240,8 +240,10 @@ class _Source:
     lo: datetime
     hi: datetime
     key: str | None = None
-    # Whether the statement covers every monitor: no need then to keep the rollups to them.
-    every_monitor: bool = False
+    # The monitors the rollups are kept to: one id, a subquery of their ids, or None for every
+    # monitor. A subquery of websites rather than the monitors CTE, which PostgreSQL would not
+    # let parallel workers read: it may then sum the rollups in parallel.
+    monitor_ids: uuid.UUID | Select[Any] | None = None
 
 
 def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) -> Select[Any]:
@@ -262,8 +264,10 @@ def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) ->
             *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
         ]
     in_range = [r.bucket_start >= source.lo, r.bucket_start < source.hi]
-    if not source.every_monitor:
-        in_range.append(r.website_id.in_(select(monitors.c.id)))
+    if isinstance(source.monitor_ids, uuid.UUID):
+        in_range.append(r.website_id == source.monitor_ids)
+    elif source.monitor_ids is not None:
+        in_range.append(r.website_id.in_(source.monitor_ids))
     if source.key is not None:  # one period: no need to find each bucket's
         key: ColumnElement[Any] = literal(source.key, String()).label("key")
         return (
@@ -388,22 +392,27 @@ def windows_statement(
     windows: Sequence[Window],
     *,
     every_monitor: bool = False,
+    website_id: uuid.UUID | None = None,
 ) -> Select[Any]:
     """The figures of every monitor ``monitors_query`` selects (websites rows, with any
     columns, ORDER BY and LIMIT it likes) over each of ``windows`` (all ending at one now):
     one row per (monitor, window), ordered as the monitors are. ``every_monitor`` says that
-    the query selects all monitors (the rollups are then summed without a filter)."""
+    the query selects all monitors (the rollups are then summed without a filter);
+    ``website_id`` that it selects that one."""
     now = windows[0].until
     lo = min(w.since for w in windows)
     monitors = _monitors(monitors_query)
     periods = _window_periods(windows)
+    monitor_ids: uuid.UUID | Select[Any] | None = website_id
+    if website_id is None and not every_monitor:
+        monitor_ids = monitors_query.with_only_columns(Website.id)
     sources = []
     for table, hourly in ((HourlyRollup, True), (DailyRollup, False)):
         chosen = [w for w in windows if w.hourly == hourly]
         if chosen:
             key = chosen[0].name if len(chosen) == 1 else None
             lo_of_table = min(w.since for w in chosen)
-            sources.append(_Source(table, lo_of_table, now, key, every_monitor))
+            sources.append(_Source(table, lo_of_table, now, key, monitor_ids))
     rollups = _rollups(sources, monitors, periods)
     statement = _figures(monitors, periods, rollups, lo, now)
     return statement.order_by(*_monitor_order(monitors))
@@ -418,7 +427,9 @@ async def website_uptime(
 ) -> list[tuple[Window, Figures]]:
     """One monitor's figures over every window of WINDOW_NAMES, in that order."""
     windows = [window(name, now) for name in WINDOW_NAMES]
-    statement = windows_statement(select(Website.id).where(Website.id == website_id), windows)
+    statement = windows_statement(
+        select(Website.id).where(Website.id == website_id), windows, website_id=website_id
+    )
     by_name = {row.period: figures_of(row) for row in await session.execute(statement)}
     return [(w, by_name[w.name]) for w in windows if w.name in by_name]
 
@@ -438,7 +449,12 @@ async def daily_history(
     first_day = floor_day(now) - (days - 1) * DAY
     monitors = _monitors(select(Website.id).where(Website.id == website_id))
     periods = _day_periods(first_day, days, now)
-    rollups = _rollups([_Source(DailyRollup, first_day, now)], monitors, periods, latency=True)
+    rollups = _rollups(
+        [_Source(DailyRollup, first_day, now, monitor_ids=website_id)],
+        monitors,
+        periods,
+        latency=True,
+    )
     statement = _figures(monitors, periods, rollups, first_day, now)
     rows = {row.period: row for row in await session.execute(statement.order_by("period"))}
     return [
