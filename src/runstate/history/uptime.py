@@ -244,6 +244,8 @@ class _Source:
     # monitor. A subquery of websites rather than the monitors CTE, which PostgreSQL would not
     # let parallel workers read: it may then sum the rollups in parallel.
     monitor_ids: uuid.UUID | Select[Any] | None = None
+    # Set for the periods of _day_periods from this day on (their key is the day's number).
+    first_day: datetime | None = None
 
 
 def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) -> Select[Any]:
@@ -276,6 +278,14 @@ def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) ->
             .group_by(r.website_id, r.region_id)
         )
     start = epoch_seconds(r.bucket_start)
+    if source.first_day is not None:  # day periods: a bucket's key is its day's number
+        # Half a day in, so that float seconds on SQLite never fall just short of a day.
+        day = floor_int((start - seconds(epoch(source.first_day)) + 43200.0) / 86400.0)
+        return (
+            select(r.website_id, day.label("key"), r.region_id, *columns)
+            .where(*in_range)
+            .group_by(r.website_id, day, r.region_id)
+        )
     # A bucket's start is exact; its float seconds on SQLite may not be: a second's margin.
     in_period = and_(start > periods.c.since_s - 1.0, start < periods.c.until_s - 1.0)
     return (
@@ -450,7 +460,7 @@ async def daily_history(
     monitors = _monitors(select(Website.id).where(Website.id == website_id))
     periods = _day_periods(first_day, days, now)
     rollups = _rollups(
-        [_Source(DailyRollup, first_day, now, monitor_ids=website_id)],
+        [_Source(DailyRollup, first_day, now, monitor_ids=website_id, first_day=first_day)],
         monitors,
         periods,
         latency=True,
