@@ -383,3 +383,28 @@ def test_bad_input_is_422_naming_the_field(
     website_id = _monitor(api, alice, _today())
     url = path.replace("{id}", f"/websites/{website_id}")
     _invalid(_get(api, alice, url, **params), field)
+
+
+@pytest.mark.parametrize("resolution", ["auto", "hour", "day"])
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("0001-01-01T00:00:00Z", None), (None, "9999-12-31T23:59:59Z"), (None, "0001-01-02")],
+    ids=["since_year_1", "until_year_9999", "until_year_1"],
+)
+def test_an_extreme_rollup_range_is_never_a_500(
+    api: ApiServer, alice: str, resolution: str, since: str | None, until: str | None
+) -> None:
+    website_id = _monitor(api, alice, _today() - DAY)
+    rows.insert(api, *_up_days(website_id, 2), *_up_hours(website_id, 3))
+    params = {"resolution": resolution, "since": since, "until": until}
+
+    answer = _get(
+        api,
+        alice,
+        f"/websites/{website_id}/response-times",
+        **{k: v for k, v in params.items() if v is not None},
+    )
+
+    assert answer.status_code in (200, 422), answer.text
+    if answer.status_code == 200:
+        assert len(answer.json()["data"]["points"]) <= 50
