@@ -1,4 +1,5 @@
-"""Monitors ("websites") and their history: checks, response times, incidents, alerts."""
+"""Monitors ("websites") and their history: checks, incidents, alerts (uptime and response
+times are in routes/history.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from runstate.api.schemas import (
     IncidentsPublic,
     NotificationPublic,
     NotificationsPublic,
-    ResponseTimePoint,
-    ResponseTimesPublic,
     WebsiteCreate,
     WebsiteDetail,
     WebsitePublic,
@@ -307,42 +306,6 @@ def _as_utc(field: str, moment: datetime | None) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError:
         raise invalid(field, "is outside the range of representable times") from None
-
-
-@router.get("/{website_id}/response-times", response_model=Envelope[ResponseTimesPublic])
-async def list_response_times(
-    website_id: uuid.UUID,
-    user: CurrentUser,
-    session: SessionDep,
-    limit: HistoryLimit = 50,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
-    """The newest ``limit`` checks within [since, until], returned oldest first for charting."""
-    website = await owned_website(session, website_id, user)
-    query: Select[WebsiteCheck] = select(WebsiteCheck).where(WebsiteCheck.website_id == website.id)
-    if (start := _as_utc("since", since)) is not None:
-        query = query.where(WebsiteCheck.created_at >= start)
-    if (end := _as_utc("until", until)) is not None:
-        query = query.where(WebsiteCheck.created_at <= end)
-    newest = await session.scalars(
-        query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.id.desc()).limit(limit)
-    )
-    points = [
-        ResponseTimePoint(
-            timestamp=check.created_at,
-            response_time_ms=check.response_time_ms,
-            status=check.status,
-            region_id=check.region_id,
-            dns_ms=check.dns_ms,
-            connect_ms=check.connect_ms,
-            tls_ms=check.tls_ms,
-            ttfb_ms=check.ttfb_ms,
-            cert_expires_at=check.cert_expires_at,
-        )
-        for check in reversed(list(newest))
-    ]
-    return ok(ResponseTimesPublic(points=points))
 
 
 @router.get("/{website_id}/incidents", response_model=Envelope[IncidentsPublic])
