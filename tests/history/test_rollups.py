@@ -283,7 +283,9 @@ async def test_an_entry_checked_again_after_a_crash_before_its_ack_adds_its_seco
     await setup.assert_rollups_equal_the_raw_checks()
 
 
-async def test_a_late_result_updates_its_older_hour_and_day(setup: Setup) -> None:
+async def test_a_late_result_updates_its_older_hour_and_day_and_not_the_latest_check(
+    setup: Setup,
+) -> None:
     website = await setup.monitor()
     now = datetime.now(UTC)
     await setup.record((website, up(100), now))
@@ -300,6 +302,9 @@ async def test_a_late_result_updates_its_older_hour_and_day(setup: Setup) -> Non
     }
     days = {r.bucket_start.date() for r in await setup.db.all(select(DailyRollup))}
     assert days == {now.date(), three_hours_ago.date(), two_days_ago.date()}
+    moved = await setup.db.get(Website, website.id)
+    assert moved is not None
+    assert (moved.last_checked_at, moved.latest_response_time_ms) == (now, 100), "not moved back"
     await setup.assert_rollups_equal_the_raw_checks()
 
 

@@ -320,18 +320,16 @@ _UNNEST_BATCH = """unnest(
     CAST(:interval_seconds AS integer[])
 ) AS b(website_id, region_id, status, response_time_ms, status_code, error, created_at,
     dns_ms, connect_ms, tls_ms, ttfb_ms, cert_expires_at, interval_seconds)"""
-# The first statement inserts the results and adds the rows it inserted (none of a result
-# already written) to their rollups; it answers how many it inserted.
+# Inserts the results and adds the rows it inserted (none of a result already written) to
+# their rollups; answers how many it inserted.
 _INSERT_BATCH_WITH_ROLLUPS = text(f"""
 WITH b AS (SELECT * FROM {_UNNEST_BATCH}),
 inserted AS (
     INSERT INTO website_checks ({", ".join(CHECK_COLUMNS)})
     SELECT {", ".join("b." + c for c in CHECK_COLUMNS)}
     -- Only the rows of monitors that still exist: a monitor deleted while its check ran
-    -- must not fail the whole batch. The monitor's row stays locked (against deletion only)
-    -- until the commit, so its deletion, which removes what was written meanwhile after
-    -- deleting that row, cannot miss these.
-    FROM b JOIN websites w ON w.id = b.website_id FOR KEY SHARE OF w
+    -- must not fail the whole batch.
+    FROM b JOIN websites w ON w.id = b.website_id
     ON CONFLICT DO NOTHING
     RETURNING website_id, created_at, region_id, status, response_time_ms
 ),
@@ -344,25 +342,32 @@ added AS (
 {rollup_ctes("added")}
 SELECT count(*) FROM inserted
 """)  # noqa: S608 - fixed names
-# The newest result of each monitor in the batch (a batch may hold two checks of one).
+# The newest result of each monitor in the batch (a batch may hold two checks of one). Run
+# first, it locks every monitor of the batch (a late result's too, left as it was) until the
+# commit: a deletion under way is waited for, and then the insert finds the monitor gone; a
+# deletion that comes later waits, and then finds these rows, which it deletes with the
+# monitor (runstate.storage.deletion). Either way nothing is left behind.
 _UPDATE_LATEST_OF_BATCH = text(f"""
 UPDATE websites AS w SET
-    last_checked_at = b.created_at,
-    latest_response_time_ms = b.response_time_ms,
+    last_checked_at = GREATEST(w.last_checked_at, b.created_at),
+    latest_response_time_ms = CASE
+        WHEN w.last_checked_at IS NULL OR w.last_checked_at < b.created_at
+        THEN b.response_time_ms ELSE w.latest_response_time_ms END,
     current_status = COALESCE(w.current_status, b.status)
 FROM (
     SELECT DISTINCT ON (website_id) website_id, created_at, response_time_ms, status
     FROM {_UNNEST_BATCH} ORDER BY website_id, created_at DESC
 ) AS b
-WHERE w.id = b.website_id AND (w.last_checked_at IS NULL OR w.last_checked_at < b.created_at)
+WHERE w.id = b.website_id
 """)  # noqa: S608 - fixed names
 
 
 async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
-    """Two statements whatever the batch's size; returns how many rows were inserted."""
+    """Two statements whatever the batch's size, the monitors' rows locked first; returns
+    how many rows were inserted."""
     columns = {name: [row[name] for row in rows] for name in (*CHECK_COLUMNS, "interval_seconds")}
-    inserted = (await session.execute(_INSERT_BATCH_WITH_ROLLUPS, columns)).scalar_one()
     await session.execute(_UPDATE_LATEST_OF_BATCH, columns)
+    inserted = (await session.execute(_INSERT_BATCH_WITH_ROLLUPS, columns)).scalar_one()
     return int(inserted)
 
 
