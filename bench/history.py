@@ -636,6 +636,8 @@ class EndpointResult:
     timings: list[Timing] = field(default_factory=list)
     busy_cores: float = math.nan
     seconds: float = 0.0
+    queries: list[Timing] = field(default_factory=list)  # the SQL alone, in this process
+    queries_error: str = ""
 
 
 @contextlib.asynccontextmanager
@@ -714,6 +716,11 @@ async def time_endpoints(
         (Timing("me", "GET /api/v1/me"), lambda _: "/me", True),
         (Timing("uptime", "GET /api/v1/uptime?window=90d"), lambda _: "/uptime?window=90d", True),
         (
+            Timing("uptime_page", "GET /api/v1/uptime?window=90d&limit=100"),
+            lambda _: "/uptime?window=90d&limit=100",
+            True,
+        ),
+        (
             Timing("daily", "GET /api/v1/websites/{id}/daily?days=365"),
             lambda i: f"/websites/{picks[i % len(picks)]}/daily?days=365",
             True,
@@ -756,6 +763,56 @@ async def time_endpoints(
         result.seconds = time.perf_counter() - started
         result.busy_cores = (busy_cpu_seconds() - busy) / result.seconds
     return result
+
+
+async def time_queries(
+    url: str,
+    user_id: uuid.UUID,
+    website_ids: list[uuid.UUID],
+    options: Options,
+    result: EndpointResult,
+) -> None:
+    """The statements behind `/uptime?window=90d` and `/websites/{id}/daily?days=365`, run
+    here through runstate.history.uptime as the routes build them, with no HTTP, auth or
+    serialisation: how much of an endpoint's time is the database's. Built from the
+    module's internals, so a change there is reported, not raised."""
+    from sqlalchemy import select
+
+    from runstate.history import uptime
+    from runstate.storage.db import session_factory
+    from runstate.storage.tables import Website
+
+    rounds = max(5, options.requests // 10)
+    picks = random.Random(7).sample(website_ids, min(len(website_ids), PICKED_MONITORS))  # noqa: S311
+    many = Timing("uptime_sql", "uptime of every monitor over 90d (the statement, fetched)")
+    daily = Timing("daily_sql", "daily_history(365 days) of one monitor")
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            for i in range(rounds + 2):  # the first two warm up
+                now = datetime.now(UTC)
+                monitors = (
+                    select(Website.id, Website.time_added, Website.name, Website.url)
+                    .where(Website.user_id == user_id)
+                    .order_by(Website.time_added, Website.id)
+                )
+                statement = uptime.windows_statement(monitors, [uptime.window("90d", now)])
+                began = time.perf_counter()
+                rows = (await session.execute(statement)).all()
+                if i >= 2:
+                    many.ms.append((time.perf_counter() - began) * 1000)
+                    many.items = len(rows)
+                began = time.perf_counter()
+                days = await uptime.daily_history(session, picks[i % len(picks)], 365, now)
+                if i >= 2:
+                    daily.ms.append((time.perf_counter() - began) * 1000)
+                    daily.items = len(days)
+                await session.rollback()
+        result.queries = [many, daily]
+    except Exception as exc:
+        result.queries_error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        await engine.dispose()
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -819,6 +876,7 @@ async def run_history(options: Options) -> HistoryRun:
         token = AccessTokenIssuer(secret, 86_400).issue(user_id)
         async with api_process(history.url, secret, options.monitors, work) as port:
             run.endpoints = await time_endpoints(port, token, website_ids, options)
+        await time_queries(history.url, user_id, website_ids, options, run.endpoints)
     finally:
         if not options.keep:
             for database in scratch:
@@ -1037,6 +1095,24 @@ def _endpoint_section(run: HistoryRun) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     lines += [_latency_row(t, baseline) for t in e.timings]
+    lines += [
+        "",
+        "The database's share, the same statements run in the harness (no HTTP, no"
+        " auth, no serialisation; one session, sequential):",
+        "",
+    ]
+    if e.queries_error:
+        lines.append(f"Not measured: {e.queries_error}")
+        return lines
+    lines += [
+        "| statement | p50 ms | p95 ms | max ms | rows | runs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for q in e.queries:
+        lines.append(
+            f"| {q.path} | {_n(q.percentile(0.5), 2)} | {_n(q.percentile(0.95), 2)} |"
+            f" {_n(max(q.ms) if q.ms else math.nan, 2)} | {q.items or 0:,} | {len(q.ms)} |"
+        )
     return lines
 
 
