@@ -16,14 +16,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from runstate.history.partitions import day_of, ensure_daily_partitions
-from runstate.history.rollups import InsertedCheck, add_to_rollups
+from runstate.history.rollups import TOTAL_EVERY_DAY_FROM_SCRATCH, InsertedCheck, add_to_rollups
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.tables import (
     Base,
+    DailyRollup,
     Incident,
     NotificationLog,
     Region,
@@ -56,6 +57,9 @@ def insert(api: ApiServer, *rows: Base) -> None:
     async def work(session: AsyncSession) -> None:
         await _ensure_partitions(session, rows)
         session.add_all(rows)
+        await session.flush()
+        if any(isinstance(row, DailyRollup) for row in rows):  # as the pipeline keeps them
+            await session.execute(text(TOTAL_EVERY_DAY_FROM_SCRATCH))
         await session.commit()
 
     _run(api, work)

@@ -113,7 +113,10 @@ async def test_it_keeps_every_check_and_rolls_them_up(engine: AsyncEngine) -> No
         ).all()
         days = (
             await connection.execute(
-                text("SELECT checks, up_checks FROM check_rollups_daily ORDER BY bucket_start")
+                text(
+                    "SELECT checks, up_checks, prior_checks, prior_up_seconds"
+                    " FROM check_rollups_daily ORDER BY bucket_start"
+                )
             )
         ).all()
         pauses = await connection.scalar(
@@ -138,5 +141,5 @@ async def test_it_keeps_every_check_and_rolls_them_up(engine: AsyncEngine) -> No
         (30, 29, 1740, 60, 29, 20, 49, 6, 23, 0, 0),  # 20-25 ms, 26-49 ms (30 ms was down)
         (60, 59, 3540, 60, 59, 50, 109, 0, 1, 24, 25),  # 50, 51-75 (not 60), 76-100
     ]
-    assert days == [(30, 29), (60, 59)]
+    assert days == [(30, 29, 0, 0), (60, 59, 30, 1740)]  # with running totals
     assert pauses == 1

@@ -22,6 +22,7 @@ from runstate.checks.base import CheckResult, ErrorKind
 from runstate.domain.events import CheckJob
 from runstate.history.latency import LATENCY_COLUMNS, bucket_index
 from runstate.history.partitions import existing_partition_days, partition_name
+from runstate.history.rollups import PRIOR_COLUMNS, TOTALLED
 from runstate.metrics import PipelineMetrics
 from runstate.pipeline.monitor import CheckedJob, MonitoringStage
 from runstate.queue.backend import QueueBackend, open_backend
@@ -117,10 +118,26 @@ class Setup:
                 for r in await self.db.all(select(table))
             }
             assert stored == _aggregate(checks, intervals, length), table.__tablename__
+        await self.assert_running_totals_add_up()
+
+    async def assert_running_totals_add_up(self) -> None:
+        """Each daily rollup's prior_* is the sum of its monitor's and region's earlier ones."""
+        rows = await self.db.all(select(DailyRollup))
+        for row in rows:
+            earlier = [
+                r
+                for r in rows
+                if (r.website_id, r.region_id) == (row.website_id, row.region_id)
+                and r.bucket_start < row.bucket_start
+            ]
+            priors = {f"prior_{c}": getattr(row, f"prior_{c}") for c in TOTALLED}
+            sums = {f"prior_{c}": sum(getattr(r, c) for r in earlier) for c in TOTALLED}
+            assert priors == sums, (row.website_id, row.bucket_start)
 
 
 def _columns(rollup: HourlyRollup | DailyRollup) -> dict[str, Any]:
-    names = [c.name for c in rollup.__table__.columns][3:]
+    key = ("website_id", "bucket_start", "region_id")
+    names = [c.name for c in rollup.__table__.columns if c.name not in (*key, *PRIOR_COLUMNS)]
     return {name: getattr(rollup, name) for name in names}
 
 

@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from runstate.history.latency import LATENCY_COLUMNS, bucket_index
+from runstate.history.rollups import TOTAL_EVERY_DAY_FROM_SCRATCH
 from runstate.history.uptime import (
     Figures,
     daily_history,
+    figures_of,
     website_uptime,
     window,
     windows_statement,
@@ -30,6 +32,7 @@ from runstate.storage.tables import (
     DailyRollup,
     HourlyRollup,
     Incident,
+    Region,
     User,
     Website,
     WebsitePause,
@@ -92,6 +95,8 @@ async def _monitor(session: AsyncSession, added: datetime, *rows: Base) -> uuid.
     for row in rows:
         row.website_id = website.id  # type: ignore[attr-defined]
         session.add(row)
+    await session.flush()
+    await session.execute(text(TOTAL_EVERY_DAY_FROM_SCRATCH))  # as the pipeline keeps them
     await session.commit()
     return website.id
 
@@ -355,3 +360,36 @@ async def test_the_figures_of_many_monitors_are_one_statement(
 
     assert len(statements) == 1
     assert len(rows) >= 5
+
+
+async def test_running_totals_give_the_figures_that_summing_day_by_day_gives(
+    session: AsyncSession,
+) -> None:
+    """PostgreSQL sums a window of days from two rows per monitor (the running totals); the
+    figures are the ones summing every day gives, with gaps, two regions, a late start."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the running totals are read with LATERAL, on PostgreSQL")
+    first = TODAY - 120 * DAY
+    await _monitor(session, first, *_full_days(first, TODAY))
+    gappy = [r for n, r in enumerate(_full_days(first, TODAY)) if n % 7 not in (2, 3)]
+    await _monitor(session, first, *gappy, _incident(TODAY - 40 * DAY, TODAY - 39 * DAY))
+    second_region = [
+        _rollup(DailyRollup, TODAY - n * DAY, up=40_000, down=2_000, region_id=2)
+        for n in range(0, 50, 3)
+    ]
+    await _monitor(session, first, *_full_days(first, TODAY), *second_region)
+    await _monitor(session, TODAY - 10 * DAY, *_full_days(TODAY - 10 * DAY, TODAY))
+    await _monitor(session, first)  # no data at all
+    for region_id in (1, 2):  # the regions the workers would have registered
+        if await session.get(Region, region_id) is None:
+            session.add(Region(id=region_id, name=f"region-{region_id}"))
+    await session.commit()
+
+    monitors = select(Website.id, Website.time_added).order_by(Website.time_added, Website.id)
+    for name in ("7d", "30d", "90d", "365d"):
+        span = [window(name, NOW)]
+        summed = (await session.execute(windows_statement(monitors, span))).all()
+        totals = (
+            await session.execute(windows_statement(monitors, span, running_totals=True))
+        ).all()
+        assert [figures_of(row) for row in totals] == [figures_of(row) for row in summed], name

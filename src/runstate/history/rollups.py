@@ -202,6 +202,9 @@ async def add_to_rollups(session: AsyncSession, checks: Iterable[InsertedCheck])
             for (w, b, r), d in deltas.items()
         ]
         await session.execute(_upsert_values(granularity, dialect), rows)
+    keys = daily_keys(kept)
+    await settle_new_daily_rows(session, keys)
+    await retotal_later_days(session, before_today(keys))
 
 
 # --- PostgreSQL: the same arithmetic in SQL, over the rows one statement inserted ----------
@@ -247,11 +250,115 @@ def _upsert_grouped(granularity: Granularity, source: str) -> str:
         # in key order: the order every writer locks them in, so two never deadlock.
         f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
         f"{_on_conflict(granularity.table, length, 'LEAST', 'GREATEST')}"
+        # Which rows it made (xmax is 0 on a row version this statement inserted): a new
+        # daily row still needs its running totals (settle_new_daily_rows).
+        " RETURNING website_id, bucket_start, region_id, (xmax = 0) AS created"
     )
 
 
 def rollup_ctes(source: str) -> str:
     """The data-modifying CTEs (``<rollup table>_added AS (…)``, one a rollup) that add the
     rows of the relation ``source`` (website_id, created_at, region_id, status, response_time_ms,
-    interval_seconds: the checks a preceding CTE inserted) to their rollups."""
+    interval_seconds: the checks a preceding CTE inserted) to their rollups. Each answers
+    the keys of the rows it touched, and whether it made them (`created`)."""
     return ",\n".join(f"{g.table}_added AS ({_upsert_grouped(g, source)})" for g in GRANULARITIES)
+
+
+# --- running totals of the daily rollups ------------------------------------------------------
+#
+# A daily rollup's `prior_*` columns are the sums of its monitor's and region's earlier daily
+# rollups. A new row gets them from the row before it (`settle_new_daily_rows`), in the
+# transaction that makes it. A result that lands on a day older than the newest (a late
+# result, or one of yesterday written just after midnight) changes the sums every later row
+# was given: those are recomputed from the changed day on (`retotal_later_days`), in the same
+# transaction. Two transactions could only race here if one monitor's checks were written
+# by two workers at once around midnight; retention recomputes the last days' totals on each
+# pass, so even that heals.
+
+TOTALLED = ("checks", "up_checks", "up_seconds", "down_seconds")
+PRIOR_COLUMNS = tuple(f"prior_{column}" for column in TOTALLED)
+_DAILY = DAILY.table
+_KEY_PARAMS = (
+    bindparam("website_id", type_=Uuid()),
+    bindparam("bucket_start", type_=UtcDateTime()),
+)
+
+
+def _totals_before(column: str) -> str:
+    return (
+        f"COALESCE((SELECT p.prior_{column} + p.{column} FROM {_DAILY} AS p"  # noqa: S608
+        f" WHERE p.website_id = {_DAILY}.website_id AND p.region_id = {_DAILY}.region_id"
+        f" AND p.bucket_start < {_DAILY}.bucket_start ORDER BY p.bucket_start DESC LIMIT 1), 0)"
+    )
+
+
+_SETTLE_NEW_ROW = text(
+    f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
+    + ", ".join(f"prior_{c} = {_totals_before(c)}" for c in TOTALLED)
+    + " WHERE website_id = :website_id AND bucket_start = :bucket_start"
+    " AND region_id = :region_id AND prior_checks IS NULL"
+).bindparams(*_KEY_PARAMS)
+
+# From the day given on, each row's prior_* is the first row's (which the day's change does
+# not touch) plus every row's before it; rows already right are left alone.
+_RETOTAL_FROM_DAY = text(
+    f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
+    + ", ".join(f"prior_{c} = t.prior_{c}" for c in TOTALLED)
+    + " FROM (SELECT x.bucket_start, "
+    + ", ".join(
+        f"FIRST_VALUE(x.prior_{c}) OVER running + SUM(x.{c}) OVER running - x.{c} AS prior_{c}"
+        for c in TOTALLED
+    )
+    + f" FROM {_DAILY} AS x WHERE x.website_id = :website_id AND x.region_id = :region_id"
+    " AND x.bucket_start >= :bucket_start"
+    " WINDOW running AS (ORDER BY x.bucket_start ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    f") AS t WHERE {_DAILY}.website_id = :website_id AND {_DAILY}.region_id = :region_id"
+    f" AND {_DAILY}.bucket_start = t.bucket_start AND t.bucket_start > :bucket_start AND ("
+    + " OR ".join(f"{_DAILY}.prior_{c} <> t.prior_{c}" for c in TOTALLED)
+    + ")"
+).bindparams(*_KEY_PARAMS)
+
+
+async def settle_new_daily_rows(session: AsyncSession, keys: Iterable[RollupKey]) -> None:
+    """Give the daily rollups of ``keys`` made in this transaction (their totals still null)
+    the running totals of the rows before them; a row that has them is left alone."""
+    rows = [
+        {"website_id": w, "bucket_start": b, "region_id": r}
+        for w, b, r in sorted(keys, key=lambda k: (k[1], str(k[0]), k[2]))  # oldest first
+    ]
+    if rows:
+        await session.execute(_SETTLE_NEW_ROW, rows)
+
+
+async def retotal_later_days(session: AsyncSession, keys: Iterable[RollupKey]) -> None:
+    """Recompute the running totals of the daily rollups after each of ``keys`` (a monitor's
+    region and a day whose rollup just changed), so that they include the change."""
+    rows = [{"website_id": w, "bucket_start": b, "region_id": r} for w, b, r in set(keys)]
+    if rows:
+        await session.execute(_RETOTAL_FROM_DAY, rows)
+
+
+def daily_keys(checks: Iterable[InsertedCheck]) -> set[RollupKey]:
+    """The daily rollups ``checks`` add to."""
+    return {(c.website_id, bucket_start(c.created_at, DAY_SECONDS), c.region_id) for c in checks}
+
+
+def before_today(keys: Iterable[RollupKey], now: datetime | None = None) -> set[RollupKey]:
+    """Those of ``keys`` of a day before today (UTC): days that later days may follow."""
+    today = bucket_start(now or datetime.now(UTC), DAY_SECONDS)
+    return {key for key in keys if key[1] < today}
+
+
+# Every daily rollup's running totals from scratch, for rollups loaded in bulk (the migration
+# keeps its own copy). Right only while no daily rollup has been deleted: those retention
+# deleted would be missing from the sums.
+TOTAL_EVERY_DAY_FROM_SCRATCH = (
+    f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
+    + ", ".join(f"prior_{c} = t.prior_{c}" for c in TOTALLED)
+    + " FROM (SELECT website_id, bucket_start, region_id, "
+    + ", ".join(f"COALESCE(SUM({c}) OVER earlier, 0) AS prior_{c}" for c in TOTALLED)
+    + f" FROM {_DAILY} WINDOW earlier AS (PARTITION BY website_id, region_id"
+    " ORDER BY bucket_start ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS t"
+    f" WHERE {_DAILY}.website_id = t.website_id AND {_DAILY}.bucket_start = t.bucket_start"
+    f" AND {_DAILY}.region_id = t.region_id"
+)

@@ -61,6 +61,7 @@ from runstate.storage.tables import (
     DailyRollup,
     HourlyRollup,
     Incident,
+    Region,
     Website,
     WebsitePause,
 )
@@ -246,10 +247,62 @@ class _Source:
     monitor_ids: uuid.UUID | Select[Any] | None = None
     # Set for the periods of _day_periods from this day on (their key is the day's number).
     first_day: datetime | None = None
+    # Sum one period's daily rollups from their running totals (two rows per monitor and
+    # region, however many days) rather than row by row; needs LATERAL (PostgreSQL).
+    from_running_totals: bool = False
+
+
+def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[Any]:
+    """Each region's daily rollups of each monitor over the one period ``source.key``, from
+    the running totals (see DailyRollup): the last row's totals after it, less the first
+    row's before it. Each is one probe of the primary key, whatever the period's length."""
+    d = DailyRollup
+    region = select(Region.id).subquery("region")
+    in_period = (
+        d.website_id == monitors.c.id,
+        d.region_id == region.c.id,
+        d.bucket_start >= source.lo,
+        d.bucket_start < source.hi,
+    )
+    first = (
+        select(*(d.__table__.c[f"prior_{c}"].label(c) for c in _RUNNING))
+        .where(*in_period)
+        .order_by(d.bucket_start)
+        .limit(1)
+        .lateral("first_day")
+    )
+    last = (
+        select(*((d.__table__.c[f"prior_{c}"] + d.__table__.c[c]).label(c) for c in _RUNNING))
+        .where(*in_period)
+        .order_by(d.bucket_start.desc())
+        .limit(1)
+        .lateral("last_day")
+    )
+    key: ColumnElement[Any] = literal(source.key, String()).label("key")
+    return (
+        select(
+            monitors.c.id.label("website_id"),
+            key,
+            region.c.id.label("region_id"),
+            (last.c.checks - first.c.checks).label("checks"),
+            (last.c.up_checks - first.c.up_checks).label("up_checks"),
+            (last.c.up_seconds - first.c.up_seconds).label("up_s"),
+            (last.c.down_seconds - first.c.down_seconds).label("down_s"),
+        )
+        .select_from(monitors)
+        .join(region, true())
+        .join(first, true())
+        .join(last, true())
+    )
+
+
+_RUNNING = ("checks", "up_checks", "up_seconds", "down_seconds")
 
 
 def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) -> Select[Any]:
     """Each region's rollups of each (monitor, period), summed."""
+    if source.from_running_totals and source.key is not None and not latency:
+        return _region_sums_from_running_totals(source, monitors)
     r = source.table.__table__.c
     columns: list[ColumnElement[Any]] = [
         func.sum(r.checks).label("checks"),
@@ -403,12 +456,15 @@ def windows_statement(
     *,
     every_monitor: bool = False,
     website_id: uuid.UUID | None = None,
+    running_totals: bool = False,
 ) -> Select[Any]:
     """The figures of every monitor ``monitors_query`` selects (websites rows, with any
     columns, ORDER BY and LIMIT it likes) over each of ``windows`` (all ending at one now):
     one row per (monitor, window), ordered as the monitors are. ``every_monitor`` says that
     the query selects all monitors (the rollups are then summed without a filter);
-    ``website_id`` that it selects that one."""
+    ``website_id`` that it selects that one. ``running_totals`` sums a single window of
+    days from the daily rollups' running totals (PostgreSQL: it needs LATERAL), which reads
+    two rows per monitor instead of one per day."""
     now = windows[0].until
     lo = min(w.since for w in windows)
     monitors = _monitors(monitors_query)
@@ -422,7 +478,8 @@ def windows_statement(
         if chosen:
             key = chosen[0].name if len(chosen) == 1 else None
             lo_of_table = min(w.since for w in chosen)
-            sources.append(_Source(table, lo_of_table, now, key, monitor_ids))
+            totals = running_totals and table is DailyRollup
+            sources.append(_Source(table, lo_of_table, now, key, monitor_ids, None, totals))
     rollups = _rollups(sources, monitors, periods)
     statement = _figures(monitors, periods, rollups, lo, now)
     return statement.order_by(*_monitor_order(monitors))

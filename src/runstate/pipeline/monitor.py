@@ -37,7 +37,15 @@ from runstate.domain.status import MonitorState, Observation, Status
 from runstate.flow import Slots, as_settled
 from runstate.group_commit import GroupCommit
 from runstate.history.partitions import day_of, ensure_daily_partitions
-from runstate.history.rollups import InsertedCheck, add_to_rollups, rollup_ctes
+from runstate.history.rollups import (
+    InsertedCheck,
+    add_to_rollups,
+    before_today,
+    daily_keys,
+    retotal_later_days,
+    rollup_ctes,
+    settle_new_daily_rows,
+)
 from runstate.metrics import PipelineMetrics
 from runstate.outages import OutageRetry, describe
 from runstate.pipeline.destinations import PerDestinationLimit, destination_of
@@ -339,8 +347,12 @@ added AS (
     FROM inserted i JOIN b ON b.website_id = i.website_id AND b.created_at = i.created_at
         AND b.region_id = i.region_id
 ),
-{rollup_ctes("added")}
-SELECT count(*) FROM inserted
+{rollup_ctes("added")},
+made AS (SELECT * FROM check_rollups_daily_added WHERE created)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+    ARRAY(SELECT website_id FROM made) AS made_website_ids,
+    ARRAY(SELECT bucket_start FROM made) AS made_bucket_starts,
+    ARRAY(SELECT region_id FROM made) AS made_region_ids
 """)  # noqa: S608 - fixed names
 # The newest result of each monitor in the batch (a batch may hold two checks of one). Run
 # first, it locks every monitor of the batch (a late result's too, left as it was) until the
@@ -367,8 +379,14 @@ async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any
     how many rows were inserted."""
     columns = {name: [row[name] for row in rows] for name in (*CHECK_COLUMNS, "interval_seconds")}
     await session.execute(_UPDATE_LATEST_OF_BATCH, columns)
-    inserted = (await session.execute(_INSERT_BATCH_WITH_ROLLUPS, columns)).scalar_one()
-    return int(inserted)
+    written = (await session.execute(_INSERT_BATCH_WITH_ROLLUPS, columns)).one()
+    made = zip(
+        written.made_website_ids, written.made_bucket_starts, written.made_region_ids, strict=True
+    )
+    await settle_new_daily_rows(session, made)
+    # Days before today may have later days whose running totals now fall short.
+    await retotal_later_days(session, before_today(daily_keys(map(_inserted_check, rows))))
+    return int(written.inserted)
 
 
 # Bound with the columns' own types, so values are stored exactly as the ORM stores them.

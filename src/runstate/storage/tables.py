@@ -217,10 +217,21 @@ class HourlyRollup(_Rollup, Base):
 
 
 class DailyRollup(_Rollup, Base):
-    """Daily (UTC) rollups, kept DAILY_ROLLUP_RETENTION_DAYS (0: forever)."""
+    """Daily (UTC) rollups, kept DAILY_ROLLUP_RETENTION_DAYS (0: forever).
+
+    Each also carries running totals: `prior_*` is the sum of that column over every earlier
+    daily rollup of the same monitor and region (those retention deleted included). A window
+    of days then sums to (last row's prior + its own) - (first row's prior): two rows read per
+    monitor whatever the window's length (runstate.history.rollups keeps them exact; null
+    only inside the transaction that makes the row)."""
 
     __tablename__ = "check_rollups_daily"
     __table_args__ = (Index(None, "bucket_start"),)
+
+    prior_checks: Mapped[int | None] = mapped_column(BigInteger)
+    prior_up_checks: Mapped[int | None] = mapped_column(BigInteger)
+    prior_up_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    prior_down_seconds: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class WebsitePause(Base):

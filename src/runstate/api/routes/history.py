@@ -231,7 +231,12 @@ async def uptime_list(
         query = query.limit(limit + 1)
     span = uptime.window(window, datetime.now(UTC))
     every_monitor = user.role == "ADMIN" and cursor is None and limit is None
-    statement = uptime.windows_statement(query, [span], every_monitor=every_monitor)
+    statement = uptime.windows_statement(
+        query,
+        [span],
+        every_monitor=every_monitor,
+        running_totals=session.get_bind().dialect.name == "postgresql",
+    )
     rows = (await session.execute(statement)).all()
     shown, next_cursor = cursors.page(rows, limit, "uptime", _row_key)
     websites = [

@@ -1,6 +1,7 @@
 """History that lasts: website_checks without a surrogate id or foreign keys (on PostgreSQL
 range-partitioned by day), hourly and daily rollups built from the checks already kept, and
-the periods each monitor was paused
+the periods each monitor was paused; daily rollups carry running totals, so that a window
+of any length sums from two rows
 
 The checks a database already holds are copied into the new table (on PostgreSQL into a
 partition per day, made for every day they cover and a few days ahead), and summed into the
@@ -26,6 +27,8 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+TOTALLED = ("checks", "up_checks", "up_seconds", "down_seconds")
+PRIOR_COLUMNS = tuple(f"prior_{column}" for column in TOTALLED)
 CHECK_COLUMNS = (
     "website_id",
     "created_at",
@@ -59,7 +62,7 @@ def _check_columns() -> list[sa.Column[object]]:
     ]
 
 
-def _create_rollup_table(name: str) -> None:
+def _create_rollup_table(name: str, priors: Sequence[str] = ()) -> None:
     op.create_table(
         name,
         sa.Column("website_id", sa.Uuid(), nullable=False),
@@ -74,6 +77,7 @@ def _create_rollup_table(name: str) -> None:
         sa.Column("response_time_min_ms", sa.Integer(), nullable=True),
         sa.Column("response_time_max_ms", sa.Integer(), nullable=True),
         *(sa.Column(column, sa.Integer(), nullable=False) for column in LATENCY_COLUMNS),
+        *(sa.Column(column, sa.BigInteger(), nullable=True) for column in priors),
         sa.PrimaryKeyConstraint("website_id", "bucket_start", "region_id", name=f"pk_{name}"),
     )
     op.create_index(f"ix_{name}_bucket_start", name, ["bucket_start"])
@@ -165,8 +169,8 @@ def upgrade() -> None:
         _upgrade_postgresql()
     else:
         _upgrade_sqlite()
-    for table in ("check_rollups_hourly", "check_rollups_daily"):
-        _create_rollup_table(table)
+    _create_rollup_table("check_rollups_hourly")
+    _create_rollup_table("check_rollups_daily", PRIOR_COLUMNS)
     if postgresql:
         _backfill_rollups(
             "check_rollups_hourly", "date_trunc('hour', c.created_at, 'UTC')", 3600, "LEAST"
@@ -187,6 +191,25 @@ def upgrade() -> None:
             86400,
             "MIN",
         )
+    # Running totals of the daily rollups: each row's sum of every earlier row of its
+    # monitor and region.
+    totals = ",\n    ".join(
+        f"COALESCE(SUM({column}) OVER earlier, 0) AS prior_{column}" for column in TOTALLED
+    )
+    sets = ", ".join(f"prior_{column} = t.prior_{column}" for column in TOTALLED)
+    op.execute(f"""
+UPDATE check_rollups_daily SET {sets}
+FROM (
+    SELECT website_id, bucket_start, region_id,
+    {totals}
+    FROM check_rollups_daily
+    WINDOW earlier AS (PARTITION BY website_id, region_id ORDER BY bucket_start
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+) AS t
+WHERE check_rollups_daily.website_id = t.website_id
+    AND check_rollups_daily.bucket_start = t.bucket_start
+    AND check_rollups_daily.region_id = t.region_id
+""")  # noqa: S608 - fixed names
     op.create_table(
         "website_pauses",
         sa.Column(
