@@ -6,11 +6,13 @@ The figures are defined in runstate.history.uptime; each answer is read with one
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from runstate.api import cursors
@@ -19,7 +21,6 @@ from runstate.api.envelope import Envelope, invalid, ok
 from runstate.api.history_schemas import (
     DailyPublic,
     DayPublic,
-    MonitorUptime,
     Resolution,
     ResponseTimesAnswer,
     RollupPoint,
@@ -214,7 +215,7 @@ async def uptime_list(
     window: WindowName = "30d",
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: Annotated[str | None, Query(max_length=cursors.MAX_CURSOR_LENGTH)] = None,
-) -> dict[str, Any]:
+) -> Response:
     """The uptime over ``window`` of each of the caller's monitors (ADMIN: all), oldest first
     (`time_added`, then `id`); without `limit`, all of them and no `next_cursor`."""
     query = select(
@@ -239,25 +240,28 @@ async def uptime_list(
     )
     rows = (await session.execute(statement)).all()
     shown, next_cursor = cursors.page(rows, limit, "uptime", _row_key)
-    websites = [
-        MonitorUptime(
-            website_id=row.id,
-            name=row.name,
-            url=row.url,
-            current_status=row.current_status,
-            **vars(uptime.figures_of(row)),
-        )
-        for row in shown
-    ]
-    return ok(
-        UptimeListPublic(
-            window=window,
-            since=span.since,
-            until=span.until,
-            websites=websites,
-            next_cursor=next_cursor,
-        )
-    )
+    # Thousands of monitors: each row goes straight to JSON. A model per monitor, validated
+    # and encoded again by FastAPI, would cost more than the query (~25 µs a monitor).
+    data = {
+        "window": window,
+        "since": _JSON_TIME.dump_python(span.since, mode="json"),
+        "until": _JSON_TIME.dump_python(span.until, mode="json"),
+        "websites": [
+            {
+                "website_id": str(row.id),
+                "name": row.name,
+                "url": row.url,
+                "current_status": row.current_status,
+                **vars(uptime.figures_of(row)),
+            }
+            for row in shown
+        ],
+        "next_cursor": next_cursor,
+    }
+    return Response(json.dumps(ok(data)), media_type="application/json")
+
+
+_JSON_TIME = TypeAdapter(datetime)
 
 
 def _row_key(row: Any) -> tuple[datetime, uuid.UUID]:
