@@ -596,3 +596,27 @@ async def test_the_scheduler_process_applies_retention_at_start_as_runstate_up_d
         assert not old & await check_keys(engine)
     finally:
         await engine.dispose()
+
+
+async def test_a_pass_heals_running_totals_a_race_left_short_and_keeps_older_ones(
+    engine: AsyncEngine,
+) -> None:
+    """Yesterday's and today's totals missed a late check of the day before yesterday (two
+    writers raced around midnight): the pass corrects them and touches no older day."""
+    days = [midnight(days_ago(n)) for n in (4, 3, 2, 1, 0)]
+    rows = [
+        {"website_id": MONITOR, "bucket_start": day, "region_id": 1, "checks": 10,
+         "prior_checks": prior, "prior_up_checks": 0, "prior_up_seconds": 0,
+         "prior_down_seconds": 0}
+        for day, prior in zip(days, (1000, 1010, 1020, 1029, 1039), strict=True)
+    ]  # fmt: skip
+    async with engine.begin() as connection:
+        await connection.execute(insert(DAILY), rows)
+
+    await apply_retention(engine, policy(), now=NOW)
+
+    async with engine.connect() as connection:
+        found = dict(
+            (await connection.execute(select(DAILY.c.bucket_start, DAILY.c.prior_checks))).all()
+        )
+    assert [found[day] for day in days] == [1000, 1010, 1020, 1030, 1040]

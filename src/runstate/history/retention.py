@@ -23,7 +23,9 @@ scheduler lease, once at start and every PRUNE_INTERVAL_SECONDS:
   none. A row written far out of order (a clock far behind) may so wait, at most until the
   rows before it age out too.
 - Both: hourly and daily rollups before their cutoffs are deleted in batches of at most
-  DELETE_BATCH_ROWS by `bucket_start` (which is indexed).
+  DELETE_BATCH_ROWS by `bucket_start` (which is indexed); and the daily rollups' running
+  totals of the last RUNNING_TOTALS_HEALED_DAYS days and today are recomputed, correcting
+  any that a race of two writers left short (a warning says so).
 
 Each step runs whatever happened to the ones before it; the first failure is raised at the
 end of the pass, so housekeeping retries the pass with its backoff and no step's failure
@@ -48,12 +50,16 @@ from runstate.history.partitions import (
     drop_partitions_before,
     ensure_daily_partitions,
 )
+from runstate.history.rollups import retotal_every_monitor_from
 from runstate.storage.tables import DailyRollup, HourlyRollup, UtcDateTime, WebsiteCheck
 
 if TYPE_CHECKING:
     from runstate.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# How many days before today the running totals are recomputed from, each pass.
+RUNNING_TOTALS_HEALED_DAYS = 2
 
 CHECKS: Table = WebsiteCheck.__table__  # type: ignore[assignment]
 HOURLY: Table = HourlyRollup.__table__  # type: ignore[assignment]
@@ -111,6 +117,7 @@ async def apply_retention(
         ("checks", retention.drop_old_checks),
         ("hourly rollups", retention.drop_old_hourly_rollups),
         ("daily rollups", retention.drop_old_daily_rollups),
+        ("running totals", retention.heal_running_totals),
     ):
         try:
             await work()
@@ -169,6 +176,19 @@ class _Pass:
             return  # kept for ever
         deleted = await self._drop_old_rollups(DAILY, self.policy.daily_rollup_days)
         self.report.daily_rollups_deleted = deleted
+
+    async def heal_running_totals(self) -> None:
+        """Recompute the daily rollups' running totals of the last days (see
+        runstate.history.rollups): a race of two writers around midnight can leave them
+        short, and this is where that heals."""
+        since = cutoff(self.today, RUNNING_TOTALS_HEALED_DAYS)
+        async with self.engine.begin() as connection:
+            healed = await retotal_every_monitor_from(connection, since)
+        if healed:
+            log.warning(
+                "retention corrected running totals of daily rollups",
+                extra={"rows": healed, "since": since.isoformat()},
+            )
 
     async def _drop_old_rollups(self, table: Table, days: int) -> int:
         before = cutoff(self.today, days)
