@@ -36,6 +36,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -879,6 +880,7 @@ async def run_history(options: Options) -> HistoryRun:
         await time_queries(history.url, user_id, website_ids, options, run.endpoints)
     finally:
         if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
             for database in scratch:
                 with contextlib.suppress(OSError, asyncpg.PostgresError):
                     await database.drop()
