@@ -22,9 +22,9 @@ from runstate.history.uptime import (
     daily_history,
     figures_of,
     website_uptime,
-    window,
     windows_statement,
 )
+from runstate.history.windows import window
 from runstate.storage.db import create_engine, session_factory
 from runstate.storage.migrate import upgrade_schema
 from runstate.storage.tables import (

@@ -10,6 +10,8 @@ range's true minimum and maximum (which the rollups keep exactly).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 # Upper bounds, in milliseconds, of every bucket but the last (which holds the rest). Dense
 # where web responses are, so that a p95 read from them is within a bucket's width.
@@ -54,3 +56,24 @@ def percentile(
             return value
         below += count
     return float(maximum) if maximum is not None else None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Response times over a period, from the rollups (null when none was measured)."""
+
+    avg_ms: float | None
+    min_ms: int | None
+    max_ms: int | None
+    p95_ms: float | None
+
+
+def latency_of(row: Any) -> Latency:
+    """The latency of a row of summed rollups (timed_checks, rt_sum, rt_min, rt_max and the
+    histogram's columns)."""
+    timed = int(row.timed_checks or 0)
+    if not timed:
+        return Latency(None, None, None, None)
+    counts = [int(getattr(row, column) or 0) for column in LATENCY_COLUMNS]
+    p95 = percentile(counts, 0.95, minimum=row.rt_min, maximum=row.rt_max)
+    return Latency(round(row.rt_sum / timed, 1), row.rt_min, row.rt_max, p95)

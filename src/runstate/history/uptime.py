@@ -32,7 +32,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -55,8 +55,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import Subquery
 
-from runstate.history.latency import LATENCY_COLUMNS, percentile
+from runstate.history.latency import LATENCY_COLUMNS, Latency, latency_of
 from runstate.history.sql import epoch_seconds, floor_int, greatest, least, overlap, seconds
+from runstate.history.windows import DAY, WINDOW_NAMES, Window, epoch, floor_day, window
 from runstate.storage.tables import (
     DailyRollup,
     HourlyRollup,
@@ -66,44 +67,8 @@ from runstate.storage.tables import (
     WebsitePause,
 )
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-WINDOW_DAYS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
-WINDOW_NAMES: tuple[str, ...] = ("24h", *WINDOW_DAYS)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # An eligible time with data shorter than this is none (float rounding on SQLite's julianday).
 MIN_MEASURED_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class Window:
-    name: str
-    since: datetime
-    until: datetime
-
-    @property
-    def hourly(self) -> bool:
-        """Whether the window is read from the hourly rollups (else the daily ones)."""
-        return self.name == "24h"
-
-
-def floor_hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def floor_day(moment: datetime) -> datetime:
-    return floor_hour(moment).replace(hour=0)
-
-
-def window(name: str, now: datetime) -> Window:
-    """The window called ``name`` (one of WINDOW_NAMES) ending at ``now``; KeyError else."""
-    if name == "24h":
-        return Window(name, floor_hour(now) - 23 * HOUR, now)
-    return Window(name, floor_day(now) - (WINDOW_DAYS[name] - 1) * DAY, now)
-
-
-def epoch(moment: datetime) -> float:
-    return (moment - EPOCH).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -117,16 +82,6 @@ class Figures:
     paused_seconds: int
     incidents: int
     checks: int
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Response times over a period, from the rollups (null when none was measured)."""
-
-    avg_ms: float | None
-    min_ms: int | None
-    max_ms: int | None
-    p95_ms: float | None
 
 
 # --- the statement ---------------------------------------------------------------------------
@@ -441,15 +396,6 @@ def figures_of(row: Any) -> Figures:
     )
 
 
-def latency_of(row: Any) -> Latency:
-    timed = int(row.timed_checks or 0)
-    if not timed:
-        return Latency(None, None, None, None)
-    counts = [int(getattr(row, column) or 0) for column in LATENCY_COLUMNS]
-    p95 = percentile(counts, 0.95, minimum=row.rt_min, maximum=row.rt_max)
-    return Latency(round(row.rt_sum / timed, 1), row.rt_min, row.rt_max, p95)
-
-
 def windows_statement(
     monitors_query: Select[*tuple[Any, ...]],
     windows: Sequence[Window],
@@ -533,74 +479,3 @@ async def daily_history(
         for n in range(days)
         if n in rows
     ]
-
-
-# --- response times from the rollups ---------------------------------------------------------
-
-BUCKET_SECONDS = {"hour": 3600, "day": 86400}
-
-
-@dataclass(frozen=True)
-class LatencyPoint:
-    """One downsampled point: the rollups of [timestamp, timestamp + width) added up."""
-
-    timestamp: datetime
-    checks: int
-    up_checks: int
-    latency: Latency
-
-
-def downsampling(
-    resolution: str, since: datetime, until: datetime, limit: int
-) -> tuple[datetime, int]:
-    """The first bucket's start and the width in seconds of the points that show the
-    ``resolution`` ("hour" or "day") buckets starting in [since, until] in at most ``limit``
-    points: whole multiples of the bucket, counted from the bucket that holds ``since``."""
-    length = BUCKET_SECONDS[resolution]
-    origin = floor_hour(since) if resolution == "hour" else floor_day(since)
-    buckets = int((until - origin).total_seconds() // length) + 1
-    per_point = -(-buckets // limit)  # ceiling
-    return origin, per_point * length
-
-
-async def rollup_points(
-    session: AsyncSession,
-    website_id: uuid.UUID,
-    resolution: str,
-    since: datetime,
-    until: datetime,
-    limit: int,
-) -> tuple[list[LatencyPoint], int]:
-    """A monitor's ``resolution`` rollups starting in [since, until], downsampled in SQL to at
-    most ``limit`` points (oldest first, all regions together), and the points' width."""
-    origin, width = downsampling(resolution, since, until, limit)
-    table = HourlyRollup if resolution == "hour" else DailyRollup
-    r = table.__table__.c
-    # Half a bucket in, so that float seconds on SQLite never fall just short of a boundary.
-    offset = epoch_seconds(r.bucket_start) - seconds(epoch(origin)) + BUCKET_SECONDS[resolution] / 2
-    point = floor_int(offset / float(width)).label("point")
-    statement = (
-        select(
-            point,
-            func.sum(r.checks).label("checks"),
-            func.sum(r.up_checks).label("up_checks"),
-            func.sum(r.timed_checks).label("timed_checks"),
-            func.sum(r.response_time_sum_ms).label("rt_sum"),
-            func.min(r.response_time_min_ms).label("rt_min"),
-            func.max(r.response_time_max_ms).label("rt_max"),
-            *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
-        )
-        .where(r.website_id == website_id, r.bucket_start >= origin, r.bucket_start <= until)
-        .group_by(point)
-        .order_by(point)
-    )
-    points = [
-        LatencyPoint(
-            origin + timedelta(seconds=row.point * width),
-            int(row.checks),
-            int(row.up_checks),
-            latency_of(row),
-        )
-        for row in await session.execute(statement)
-    ]
-    return points, width

@@ -32,7 +32,7 @@ from runstate.api.history_schemas import (
 from runstate.api.routes import API_PREFIX
 from runstate.api.routes.websites import owned_website
 from runstate.api.schemas import ResponseTimePoint, ResponseTimesPublic
-from runstate.history import uptime
+from runstate.history import response_times, uptime, windows
 from runstate.storage.tables import Website, WebsiteCheck
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
@@ -47,9 +47,9 @@ def _default_since(resolution: str, until: datetime) -> datetime:
     then shows raw checks), its last 168 whole hours (hour) or its last 90 UTC days (day),
     the hour or day that holds `until` included."""
     if resolution == "hour":
-        return uptime.floor_hour(until) - timedelta(hours=167)
+        return windows.floor_hour(until) - timedelta(hours=167)
     if resolution == "day":
-        return uptime.floor_day(until) - timedelta(days=89)
+        return windows.floor_day(until) - timedelta(days=89)
     return until - timedelta(hours=24)
 
 
@@ -152,7 +152,7 @@ async def website_response_times(
         chosen = resolution
     if chosen == "raw":
         return ok(await _raw(session, website.id, start, end, limit))
-    points, width = await uptime.rollup_points(session, website.id, chosen, start, end, limit)
+    points, width = await response_times.rollup_points(session, website.id, chosen, start, end, limit)
     return ok(
         ResponseTimesAnswer(
             resolution=chosen,
@@ -230,7 +230,7 @@ async def uptime_list(
         )
     if limit is not None:
         query = query.limit(limit + 1)
-    span = uptime.window(window, datetime.now(UTC))
+    span = windows.window(window, datetime.now(UTC))
     every_monitor = user.role == "ADMIN" and cursor is None and limit is None
     statement = uptime.windows_statement(
         query,
