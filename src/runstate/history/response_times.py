@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runstate.history.latency import LATENCY_COLUMNS, Latency, latency_of
-from runstate.history.sql import epoch_seconds, floor_int, seconds
+from runstate.history.sql import epoch_seconds, floor_int, rows_of, seconds
 from runstate.history.windows import epoch, floor_day, floor_hour
 from runstate.storage.tables import DailyRollup, HourlyRollup
 
@@ -78,6 +78,6 @@ async def rollup_points(
             int(row.up_checks),
             latency_of(row),
         )
-        for row in await session.execute(statement)
+        for row in await rows_of(session, statement)
     ]
     return points, width

@@ -56,7 +56,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import Subquery
 
 from runstate.history.latency import LATENCY_COLUMNS, Latency, latency_of
-from runstate.history.sql import epoch_seconds, floor_int, greatest, least, overlap, seconds
+from runstate.history.sql import (
+    epoch_seconds,
+    floor_int,
+    greatest,
+    least,
+    overlap,
+    rows_of,
+    seconds,
+)
 from runstate.history.windows import DAY, WINDOW_NAMES, Window, epoch, floor_day, window
 from runstate.storage.tables import (
     DailyRollup,
@@ -443,7 +451,7 @@ async def website_uptime(
     statement = windows_statement(
         select(Website.id).where(Website.id == website_id), windows, website_id=website_id
     )
-    by_name = {row.period: figures_of(row) for row in await session.execute(statement)}
+    by_name = {row.period: figures_of(row) for row in await rows_of(session, statement)}
     return [(w, by_name[w.name]) for w in windows if w.name in by_name]
 
 
@@ -469,7 +477,7 @@ async def daily_history(
         latency=True,
     )
     statement = _figures(monitors, periods, rollups, first_day, now)
-    rows = {row.period: row for row in await session.execute(statement.order_by("period"))}
+    rows = {row.period: row for row in await rows_of(session, statement.order_by("period"))}
     return [
         Day(
             (first_day + n * DAY).date(),

@@ -33,6 +33,7 @@ from runstate.api.routes import API_PREFIX
 from runstate.api.routes.websites import owned_website
 from runstate.api.schemas import ResponseTimePoint, ResponseTimesPublic
 from runstate.history import response_times, uptime, windows
+from runstate.history.sql import rows_of
 from runstate.storage.tables import Website, WebsiteCheck
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
@@ -152,7 +153,9 @@ async def website_response_times(
         chosen = resolution
     if chosen == "raw":
         return ok(await _raw(session, website.id, start, end, limit))
-    points, width = await response_times.rollup_points(session, website.id, chosen, start, end, limit)
+    points, width = await response_times.rollup_points(
+        session, website.id, chosen, start, end, limit
+    )
     return ok(
         ResponseTimesAnswer(
             resolution=chosen,
@@ -238,7 +241,7 @@ async def uptime_list(
         every_monitor=every_monitor,
         running_totals=session.get_bind().dialect.name == "postgresql",
     )
-    rows = (await session.execute(statement)).all()
+    rows = await rows_of(session, statement)
     shown, next_cursor = cursors.page(rows, limit, "uptime", _row_key)
     # Thousands of monitors: each row goes straight to JSON. A model per monitor, validated
     # and encoded again by FastAPI, would cost more than the query (~25 µs a monitor).
