@@ -39,6 +39,7 @@ import random
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
+import runstate
 from bench.procs import BenchError, busy_cpu_seconds, free_port
 from runstate.auth.tokens import AccessTokenIssuer
 from runstate.history.latency import LATENCY_BOUNDS_MS, LATENCY_COLUMNS
@@ -1008,10 +1010,29 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.median(ordered):.2f} | {p99:.2f} | {ordered[-1]:.2f} | {len(ordered):,}"
 
 
+def _code_version() -> str:
+    """The commit of the runstate that ran (``+ changes`` when its tree differs from it)."""
+    root = Path(runstate.__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(root), *args]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=10)  # noqa: S603
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}{' + changes' if dirty else ''} ({root})"
+
+
 def render(run: HistoryRun) -> str:
     o = run.options
     lines = [
         f"# runstate history benchmark — {run.started:%Y-%m-%dT%H:%M:%S%z}",
+        "",
+        f"Code: {_code_version()}.",
         "",
         f"PostgreSQL {run.postgres_version}, {os.cpu_count()} CPUs, Python"
         f" {sys.version.split()[0]}; load average {_n(run.load[0], 2)} at the start,"
