@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -430,41 +431,51 @@ def _figures(
     return select(*(c for c in figured.c if c.name not in hidden), uptime.label("uptime_percent"))
 
 
+_FIGURE_COLUMNS = (
+    "uptime_percent",
+    "eligible_s",
+    "downtime_s",
+    "no_data_s",
+    "paused_s",
+    "incident_count",
+    "check_count",
+)
+
+
+def _as_shown(
+    uptime: float | None,
+    eligible: float,
+    downtime: float,
+    no_data: float,
+    paused: float,
+    incidents: int,
+    checks: int,
+) -> dict[str, Any]:
+    """The fields of Figures from a row's figure columns, rounded as the API shows them."""
+    return {
+        "uptime_percent": None if uptime is None else round(uptime, 4),
+        "eligible_seconds": round(eligible),
+        "downtime_seconds": round(downtime),
+        "no_data_seconds": round(no_data),
+        "paused_seconds": round(paused),
+        "incidents": int(incidents),
+        "checks": int(checks),
+    }
+
+
 def figures_of(row: Any) -> Figures:
-    return Figures(**figure_dicts([row])[0])
+    return Figures(**_as_shown(*(getattr(row, name) for name in _FIGURE_COLUMNS)))
 
 
 def figure_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """The figures of each of ``rows`` (of a statement of this module) as the fields of
-    Figures, rounded as the API shows them. Read by position: over thousands of monitors,
-    looking each column up by name costs more than the query."""
+    """The figures of each of ``rows`` (Rows of a statement of this module) as the fields of
+    Figures. Read by position: over thousands of monitors, looking each column up by name
+    costs more than the query."""
     if not rows:
         return []
     at = {name: index for index, name in enumerate(rows[0]._fields)}
-    uptime, eligible, downtime, no_data, paused, incidents, checks = (
-        at[name]
-        for name in (
-            "uptime_percent",
-            "eligible_s",
-            "downtime_s",
-            "no_data_s",
-            "paused_s",
-            "incident_count",
-            "check_count",
-        )
-    )
-    return [
-        {
-            "uptime_percent": None if row[uptime] is None else round(row[uptime], 4),
-            "eligible_seconds": round(row[eligible]),
-            "downtime_seconds": round(row[downtime]),
-            "no_data_seconds": round(row[no_data]),
-            "paused_seconds": round(row[paused]),
-            "incidents": int(row[incidents]),
-            "checks": int(row[checks]),
-        }
-        for row in rows
-    ]
+    positions = [at[name] for name in _FIGURE_COLUMNS]
+    return [_as_shown(*(row[i] for i in positions)) for row in rows]
 
 
 def windows_statement(
@@ -541,7 +552,12 @@ async def daily_history(
         latency=True,
     )
     statement = _figures(monitors, periods, rollups, first_day, now)
-    rows = {row.period: row for row in await rows_of(session, statement.order_by("period"))}
+    # As plain objects: each of their many columns is read several times, and a Row looks
+    # each up by name at some cost.
+    rows = {
+        row.period: SimpleNamespace(**row._asdict())
+        for row in await rows_of(session, statement.order_by("period"))
+    }
     return [
         Day(
             (first_day + n * DAY).date(),
