@@ -224,7 +224,7 @@ async def uptime_list(
     (`time_added`, then `id`); without `limit`, all of them and no `next_cursor`."""
     query = select(
         Website.id, Website.time_added, Website.name, Website.url, Website.current_status
-    ).order_by(Website.time_added, Website.id)
+    )
     if user.role != "ADMIN":
         query = query.where(Website.user_id == user.id)
     if cursor is not None:
@@ -232,8 +232,8 @@ async def uptime_list(
         query = query.where(
             cursors.after(Website.time_added, Website.id, position, descending=False)
         )
-    if limit is not None:
-        query = query.limit(limit + 1)
+    if limit is not None:  # the page's monitors; the answer is in this order in any case
+        query = query.order_by(Website.time_added, Website.id).limit(limit + 1)
     span = windows.window(window, datetime.now(UTC))
     every_monitor = user.role == "ADMIN" and cursor is None and limit is None
     statement = uptime.windows_statement(
