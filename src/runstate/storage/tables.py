@@ -171,10 +171,6 @@ class _Rollup:
     """The columns of a rollup: what one monitor's checks from one region added up to in one
     bucket of time (an hour, or a UTC day) starting at `bucket_start`.
 
-    On PostgreSQL the tables keep 30 % of each page free (fillfactor 70, set by the
-    migration): every check of a bucket updates its row, and with room on the page the
-    update is made in place (HOT), without touching the indexes.
-
     Counts are bounded by the bucket (checks are at least a second apart), so 32 bits never
     overflow; sums are 64 bits. `up_seconds` and `down_seconds` are the time the bucket's UP
     and DOWN checks stand for (each check its monitor's interval), capped together at the

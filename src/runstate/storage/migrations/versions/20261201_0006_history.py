@@ -27,7 +27,6 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-ROLLUP_FILLFACTOR = 70
 TOTALLED = ("checks", "up_checks", "up_seconds", "down_seconds")
 PRIOR_COLUMNS = tuple(f"prior_{column}" for column in TOTALLED)
 CHECK_COLUMNS = (
@@ -82,10 +81,6 @@ def _create_rollup_table(name: str, priors: Sequence[str] = ()) -> None:
         sa.PrimaryKeyConstraint("website_id", "bucket_start", "region_id", name=f"pk_{name}"),
     )
     op.create_index(f"ix_{name}_bucket_start", name, ["bucket_start"])
-    if op.get_bind().dialect.name == "postgresql":
-        # Each row is updated by every check of its bucket: room left on each page lets
-        # PostgreSQL update in place (HOT), without touching the indexes.
-        op.execute(f"ALTER TABLE {name} SET (fillfactor = {ROLLUP_FILLFACTOR})")
 
 
 def _histogram_sums() -> str:
