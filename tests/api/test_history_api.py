@@ -290,7 +290,9 @@ def test_daily_response_times_and_auto_picks_by_range(api: ApiServer, alice: str
     year = _data(_get(api, alice, path, resolution="day", since=(_now() - 365 * DAY).isoformat()))
     assert len(year["points"]) <= 50
     assert sum(p["checks"] for p in year["points"]) == 200
-    assert resolution(resolution="auto") == "raw"
+    # Raw only when the range holds no more than `limit` checks (at 60 s: 360 in 6 hours).
+    assert resolution(resolution="auto") == "hour"  # 24 h, 1,440 checks, limit 50
+    assert resolution(resolution="auto", since=(_now() - 6 * HOUR).isoformat(), limit=400) == "raw"
     assert resolution(resolution="auto", since=(_now() - 10 * DAY).isoformat()) == "hour"
     assert resolution(resolution="auto", since=(_now() - 200 * DAY).isoformat()) == "day"
 

@@ -280,22 +280,25 @@ async def test_an_active_incident_runs_to_now(session: AsyncSession) -> None:
     assert figures["24h"].uptime_percent == round(100 * (1 - 9000 / (23.5 * 3600)), 4)
 
 
-async def test_several_regions_cover_a_period_as_its_best_covered_region_does(
+async def test_regions_sharing_a_monitors_checks_cover_the_period_together(
     session: AsyncSession,
 ) -> None:
+    """The workers of two regions took turns at the checks: each saw half of the day."""
     day = TODAY - DAY
     website_id = await _monitor(
         session,
         day,
-        _rollup(DailyRollup, day, up=86400, region_id=1),
-        _rollup(DailyRollup, day, up=43200, region_id=2),
-        _rollup(DailyRollup, TODAY, up=45000),
+        _rollup(DailyRollup, day, up=41400, down=1800, region_id=1),
+        _rollup(DailyRollup, day, up=41400, down=1800, region_id=2),
+        _incident(day + 6 * HOUR, day + 7 * HOUR),
     )
 
-    figures = (await _windows(session, website_id))["7d"]
+    (yesterday, _today) = await daily_history(session, website_id, 2, NOW)
 
-    assert figures.no_data_seconds == 0
-    assert figures.checks == 3
+    assert yesterday.figures.no_data_seconds == 0
+    assert yesterday.figures.downtime_seconds == 3600
+    assert yesterday.figures.uptime_percent == round(100 * (1 - 3600 / 86400), 4)
+    assert yesterday.figures.checks == 2
 
 
 async def test_daily_history_lists_every_day_with_grey_ones_null(session: AsyncSession) -> None:

@@ -114,14 +114,15 @@ async def drop_partitions_before(engine: AsyncEngine, first_kept: date) -> list[
     """Detach (concurrently) and drop every daily partition of a day before ``first_kept``;
     returns the days dropped, oldest first. Each partition is its own short step, so an
     interrupted run leaves whole partitions, at worst one detached or pending detach and not
-    yet dropped, which the next run finishes whatever its day: only a drop leaves one."""
+    yet dropped, which the next run finishes."""
     async with engine.connect() as connection:
         attached = await existing_partition_days(connection)
         pending = await _pending_detach(connection)
         detached = await _detached_leftovers(connection)
-    old = {day for day in attached if day < first_kept}
+    # Only days before first_kept: a recent partition someone detached by hand is theirs.
+    old = {day for day in attached | pending | detached if day < first_kept}
     dropped: list[date] = []
-    for day in sorted(old | pending | detached):
+    for day in sorted(old):
         name = partition_name(day)
         if day in attached or day in pending:
             mode = "FINALIZE" if day in pending else "CONCURRENTLY"

@@ -12,9 +12,11 @@ Definitions (all times UTC; every figure of a request comes from one SQL stateme
 - downtime_seconds: the monitor's incidents (an active one runs to now) intersected with the
   eligible time. An incident is confirmed downtime, whatever the checks inside it said.
 - The rollups whose bucket starts in the period say how much of it had data: up_seconds and
-  down_seconds (the time the bucket's UP and DOWN checks stand for). Where several regions
-  check a monitor, a period is as covered as its best-covered region: up and down are the
-  largest of any one region's sums over the period (checks add up over the regions).
+  down_seconds (the time the bucket's UP and DOWN checks stand for). Regions' rollups add
+  up: the monitoring workers of every region share one consumer group, so each check of a
+  monitor is made by one region or another, and together they cover the period. (Should
+  regions ever each check every monitor, the sum overstates the coverage, never the
+  downtime: no_data is floored at 0.)
   no_data_seconds = max(0, eligible - downtime - up - max(0, down - downtime)): DOWN checks
   outside incidents (failures not confirmed) count as data, not as downtime.
 - uptime_percent = 100 * (1 - downtime / (eligible - no_data)); null when eligible - no_data
@@ -338,16 +340,15 @@ def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) ->
 def _rollups(
     sources: Sequence[_Source], monitors: CTE, periods: CTE, latency: bool = False
 ) -> Subquery:
-    """The rollups of each (monitor, period). Where several regions check a monitor, the
-    period is as covered as its best-covered region: the largest up_seconds and the largest
-    down_seconds of any region; counts and latency add up over the regions."""
+    """The rollups of each (monitor, period), every region's added up (see the module's
+    definitions)."""
     parts = [_region_sums(source, monitors, periods, latency) for source in sources]
     b = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("region_sums")
     columns: list[ColumnElement[Any]] = [
         func.sum(b.c.checks).label("checks"),
         func.sum(b.c.up_checks).label("up_checks"),
-        func.max(b.c.up_s).label("up_s"),
-        func.max(b.c.down_s).label("down_s"),
+        func.sum(b.c.up_s).label("up_s"),
+        func.sum(b.c.down_s).label("down_s"),
     ]
     if latency:
         columns += [

@@ -17,8 +17,8 @@ checks and rollups that aged out and makes the partitions of the days ahead.
 The jobs run once at start and then every `PRUNE_INTERVAL_SECONDS`, in one process only (the
 scheduler holding the lease: in `runstate up` that is always the one process), and delete at
 most `DELETE_BATCH_ROWS` rows per statement, each statement its own short transaction, so
-that the write lock (SQLite's, for one) is never held for long. Each job keeps its own
-schedule and its own backoff: one that fails never holds up another.
+that the write lock (SQLite's, for one) is never held for long. Each job runs in a loop of
+its own, with its own schedule and backoff: one that fails or waits never holds up another.
 """
 
 from __future__ import annotations
@@ -144,19 +144,21 @@ class Housekeeping:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Each job in a loop of its own: a job that waits long (a detach behind a long
+        transaction) holds up no other."""
+        await asyncio.gather(*(self._run_job(job, stop) for job in self.jobs))
+
+    async def _run_job(self, job: Job, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        schedules = [_Schedule() for _ in self.jobs]
+        schedule = _Schedule()
         while not stop.is_set():
             if not self.is_leader():
                 # Asked again every LEADER_CHECK_SECONDS: the lease can move.
                 await sleep_unless_stopped(stop, LEADER_CHECK_SECONDS)
                 continue
-            for job, schedule in zip(self.jobs, schedules, strict=True):
-                if stop.is_set() or not self.is_leader():
-                    break
-                if schedule.next_run <= loop.time():
-                    await self._run_once(job, schedule, loop.time)
-            until_due = min(s.next_run for s in schedules) - loop.time() if schedules else 1.0
+            if schedule.next_run <= loop.time():
+                await self._run_once(job, schedule, loop.time)
+            until_due = schedule.next_run - loop.time()
             if until_due > 0:
                 await sleep_unless_stopped(stop, min(until_due, LEADER_CHECK_SECONDS))
 

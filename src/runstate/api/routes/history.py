@@ -39,8 +39,8 @@ from runstate.storage.tables import Website, WebsiteCheck
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
 
-# auto shows raw checks for ranges up to RAW_UP_TO, hourly rollups up to HOURLY_UP_TO.
-RAW_UP_TO = timedelta(days=2)
+# auto shows raw checks when the range holds no more than `limit` of them (at the monitor's
+# interval), so that none is left out; hourly rollups for ranges up to HOURLY_UP_TO.
 HOURLY_UP_TO = timedelta(days=90)
 
 
@@ -127,7 +127,8 @@ async def website_response_times(
     existed (`points` only; since after until finds nothing). With a resolution, since after
     until is a 422; with "raw", the same checks and the resolution used. With "hour" or
     "day": that rollup's buckets, grouped into equal wider points so that there are at most
-    `limit`. "auto" picks raw for ranges up to 2 days, hour up to 90 days, day beyond. Without
+    `limit`. "auto" picks raw when the range holds at most `limit` checks at the monitor's
+    interval (so none is left out), hour up to 90 days, day beyond. Without
     `until` a rollup range ends now; without `since` it starts as `_default_since` says."""
     website = await owned_website(session, website_id, user)
     start, end = _as_utc("since", since), _as_utc("until", until)
@@ -149,7 +150,8 @@ async def website_response_times(
     chosen: Literal["raw", "hour", "day"]
     if resolution == "auto":
         span = end - start
-        chosen = "raw" if span <= RAW_UP_TO else "hour" if span <= HOURLY_UP_TO else "day"
+        checks_in_range = span.total_seconds() / website.interval_seconds
+        chosen = "raw" if checks_in_range <= limit else "hour" if span <= HOURLY_UP_TO else "day"
     else:
         chosen = resolution
     if chosen == "raw":

@@ -132,12 +132,19 @@ def _upgrade_postgresql() -> None:
         sa.PrimaryKeyConstraint("website_id", "created_at", "region_id", name="pk_website_checks"),
         postgresql_partition_by="RANGE (created_at)",
     )
-    oldest = op.get_bind().scalar(
-        sa.text("SELECT min(created_at) FROM website_checks_unpartitioned")
+    oldest, newest = (
+        op.get_bind()
+        .execute(
+            sa.text("SELECT min(created_at), max(created_at) FROM website_checks_unpartitioned")
+        )
+        .one()
     )
     today = datetime.now(UTC).date()
     first: date = oldest.astimezone(UTC).date() if oldest is not None else today
-    for day in days_between(min(first, today), today + timedelta(days=PARTITION_DAYS_AHEAD)):
+    last = today + timedelta(days=PARTITION_DAYS_AHEAD)
+    if newest is not None:  # checks stamped ahead (a clock that ran fast) keep theirs too
+        last = max(last, newest.astimezone(UTC).date())
+    for day in days_between(min(first, today), last):
         op.execute(create_partition_sql(day))
     names = ", ".join(CHECK_COLUMNS)
     op.execute(
