@@ -299,23 +299,32 @@ _SETTLE_NEW_ROW = text(
     " AND region_id = :region_id AND prior_checks IS NULL"
 ).bindparams(*_KEY_PARAMS)
 
-# From the day given on, each row's prior_* is the first row's (which the day's change does
-# not touch) plus every row's before it; rows already right are left alone.
-_RETOTAL_FROM_DAY = text(
-    f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
-    + ", ".join(f"prior_{c} = t.prior_{c}" for c in TOTALLED)
-    + " FROM (SELECT x.bucket_start, "
-    + ", ".join(
-        f"FIRST_VALUE(x.prior_{c}) OVER running + SUM(x.{c}) OVER running - x.{c} AS prior_{c}"
-        for c in TOTALLED
+
+def _retotal_from_day(scope: str) -> str:
+    """The statement that recomputes the running totals of the daily rollups from
+    :bucket_start on, of the rows ``scope`` keeps (SQL on `x`): each (monitor, region)'s from
+    its first such row (whose totals a change on or after that day does not touch) plus every
+    row's before it. Rows already right are left alone."""
+    return (
+        f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
+        + ", ".join(f"prior_{c} = t.prior_{c}" for c in TOTALLED)
+        + " FROM (SELECT x.website_id, x.bucket_start, x.region_id, "
+        + ", ".join(
+            f"FIRST_VALUE(x.prior_{c}) OVER running + SUM(x.{c}) OVER running - x.{c} AS prior_{c}"
+            for c in TOTALLED
+        )
+        + f" FROM {_DAILY} AS x WHERE x.bucket_start >= :bucket_start{scope}"
+        " WINDOW running AS (PARTITION BY x.website_id, x.region_id ORDER BY x.bucket_start"
+        " ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        f") AS t WHERE {_DAILY}.website_id = t.website_id AND {_DAILY}.region_id = t.region_id"
+        f" AND {_DAILY}.bucket_start = t.bucket_start AND ("
+        + " OR ".join(f"{_DAILY}.prior_{c} <> t.prior_{c}" for c in TOTALLED)
+        + ")"
     )
-    + f" FROM {_DAILY} AS x WHERE x.website_id = :website_id AND x.region_id = :region_id"
-    " AND x.bucket_start >= :bucket_start"
-    " WINDOW running AS (ORDER BY x.bucket_start ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-    f") AS t WHERE {_DAILY}.website_id = :website_id AND {_DAILY}.region_id = :region_id"
-    f" AND {_DAILY}.bucket_start = t.bucket_start AND t.bucket_start > :bucket_start AND ("
-    + " OR ".join(f"{_DAILY}.prior_{c} <> t.prior_{c}" for c in TOTALLED)
-    + ")"
+
+
+_RETOTAL_FROM_DAY = text(
+    _retotal_from_day(" AND x.website_id = :website_id AND x.region_id = :region_id")
 ).bindparams(*_KEY_PARAMS)
 
 
@@ -366,22 +375,9 @@ TOTAL_EVERY_DAY_FROM_SCRATCH = (
 # The running totals of every daily rollup from a day on, recomputed from each monitor's and
 # region's first row on or after that day: what retention runs each pass over the last days,
 # so that totals a race left short (see above) heal. Rows already right are left alone.
-_RETOTAL_EVERY_MONITOR_FROM_DAY = text(
-    f"UPDATE {_DAILY} SET "  # noqa: S608 - fixed names
-    + ", ".join(f"prior_{c} = t.prior_{c}" for c in TOTALLED)
-    + " FROM (SELECT x.website_id, x.bucket_start, x.region_id, "
-    + ", ".join(
-        f"FIRST_VALUE(x.prior_{c}) OVER running + SUM(x.{c}) OVER running - x.{c} AS prior_{c}"
-        for c in TOTALLED
-    )
-    + f" FROM {_DAILY} AS x WHERE x.bucket_start >= :bucket_start"
-    " WINDOW running AS (PARTITION BY x.website_id, x.region_id ORDER BY x.bucket_start"
-    " ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-    f") AS t WHERE {_DAILY}.website_id = t.website_id AND {_DAILY}.region_id = t.region_id"
-    f" AND {_DAILY}.bucket_start = t.bucket_start AND ("
-    + " OR ".join(f"{_DAILY}.prior_{c} <> t.prior_{c}" for c in TOTALLED)
-    + ")"
-).bindparams(bindparam("bucket_start", type_=UtcDateTime()))
+_RETOTAL_EVERY_MONITOR_FROM_DAY = text(_retotal_from_day("")).bindparams(
+    bindparam("bucket_start", type_=UtcDateTime())
+)
 
 
 async def retotal_every_monitor_from(connection: AsyncConnection, day: datetime) -> int:

@@ -31,7 +31,7 @@ from runstate.api.history_schemas import (
     WindowUptime,
 )
 from runstate.api.routes import API_PREFIX
-from runstate.api.routes.websites import owned_website
+from runstate.api.routes.websites import as_utc, owned_website
 from runstate.api.schemas import ResponseTimePoint, ResponseTimesPublic
 from runstate.history import response_times, uptime, windows
 from runstate.history.sql import rows_of
@@ -53,17 +53,6 @@ def _default_since(resolution: str, until: datetime) -> datetime:
     if resolution == "day":
         return windows.floor_day(until) - timedelta(days=89)
     return until - timedelta(hours=24)
-
-
-def _as_utc(field: str, moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise invalid(field, "is outside the range of representable times") from None
 
 
 @router.get("/websites/{website_id}/uptime", response_model=Envelope[WebsiteUptimePublic])
@@ -131,7 +120,7 @@ async def website_response_times(
     interval (so none is left out), hour up to 90 days, day beyond. Without
     `until` a rollup range ends now; without `since` it starts as `_default_since` says."""
     website = await owned_website(session, website_id, user)
-    start, end = _as_utc("since", since), _as_utc("until", until)
+    start, end = as_utc("since", since), as_utc("until", until)
     if resolution is None:  # as before resolutions: since after until finds nothing
         raw = await _raw(session, website.id, start, end, limit)
         return ok(ResponseTimesPublic(points=raw.points))

@@ -287,7 +287,7 @@ def _within(
 ) -> Select[Row]:
     """``query`` kept to rows whose ``column`` lies in [since, until] (a time without a zone
     is UTC); since after until is a 422 naming `since`."""
-    start, end = _as_utc("since", since), _as_utc("until", until)
+    start, end = as_utc("since", since), as_utc("until", until)
     if start is not None and end is not None and start > end:
         raise invalid("since", "must not be after until")
     if start is not None:
@@ -297,7 +297,7 @@ def _within(
     return query
 
 
-def _as_utc(field: str, moment: datetime | None) -> datetime | None:
+def as_utc(field: str, moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
