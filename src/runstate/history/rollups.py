@@ -202,9 +202,10 @@ async def add_to_rollups(session: AsyncSession, checks: Iterable[InsertedCheck])
             for (w, b, r), d in deltas.items()
         ]
         await session.execute(_upsert_values(granularity, dialect), rows)
-    keys = daily_keys(kept)
-    await settle_new_daily_rows(session, keys)
-    await retotal_later_days(session, before_today(keys))
+    await settle_new_daily_rows(session, daily_keys(kept))
+    await retotal_later_days(
+        session, earlier_days((c.website_id, c.created_at, c.region_id) for c in kept)
+    )
 
 
 # --- PostgreSQL: the same arithmetic in SQL, over the rows one statement inserted ----------
@@ -352,10 +353,18 @@ def daily_keys(checks: Iterable[InsertedCheck]) -> set[RollupKey]:
     return {(c.website_id, bucket_start(c.created_at, DAY_SECONDS), c.region_id) for c in checks}
 
 
-def before_today(keys: Iterable[RollupKey], now: datetime | None = None) -> set[RollupKey]:
-    """Those of ``keys`` of a day before today (UTC): days that later days may follow."""
+def earlier_days(
+    checks: Iterable[tuple[uuid.UUID, datetime, int]], now: datetime | None = None
+) -> set[RollupKey]:
+    """The daily rollups that ``checks`` (website_id, created_at, region_id) add to on a day
+    before today (UTC): days that later days may follow. Nearly always none, found without
+    building anything for the others."""
     today = bucket_start(now or datetime.now(UTC), DAY_SECONDS)
-    return {key for key in keys if key[1] < today}
+    return {
+        (website_id, bucket_start(created_at, DAY_SECONDS), region_id)
+        for website_id, created_at, region_id in checks
+        if created_at < today
+    }
 
 
 # Every daily rollup's running totals from scratch, for rollups loaded in bulk (the migration

@@ -40,8 +40,7 @@ from runstate.history.partitions import day_of, ensure_daily_partitions
 from runstate.history.rollups import (
     InsertedCheck,
     add_to_rollups,
-    before_today,
-    daily_keys,
+    earlier_days,
     retotal_later_days,
     rollup_ctes,
     settle_new_daily_rows,
@@ -389,7 +388,8 @@ async def _write_batch_as_arrays(session: AsyncSession, rows: list[dict[str, Any
     )
     await settle_new_daily_rows(session, made)
     # Days before today may have later days whose running totals now fall short.
-    await retotal_later_days(session, before_today(daily_keys(map(_inserted_check, rows))))
+    late = earlier_days((row["website_id"], row["created_at"], row["region_id"]) for row in rows)
+    await retotal_later_days(session, late)
     return int(written.inserted)
 
 

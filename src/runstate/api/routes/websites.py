@@ -4,6 +4,7 @@ times are in routes/history.py)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -255,28 +256,19 @@ async def list_checks(
     website = await owned_website(session, website_id, user)
     query = select(WebsiteCheck).where(WebsiteCheck.website_id == website.id)
     query = _within(query, WebsiteCheck.created_at, since, until)
-    if cursor is not None:
-        position = cursors.decode(cursor, "checks", int)
-        query = query.where(
-            cursors.after(
-                WebsiteCheck.created_at, WebsiteCheck.region_id, position, descending=True
-            )
-        )
-    found = await session.scalars(
-        query.order_by(WebsiteCheck.created_at.desc(), WebsiteCheck.region_id.desc()).limit(
-            limit + 1
-        )
+    checks, next_cursor = await _newest_first_page(
+        session,
+        query,
+        (WebsiteCheck.created_at, WebsiteCheck.region_id, int),
+        "checks",
+        cursor,
+        limit,
     )
-    checks, next_cursor = cursors.page(found.all(), limit, "checks", _check_key)
     return ok(
         ChecksPublic(
             checks=[CheckPublic.model_validate(c) for c in checks], next_cursor=next_cursor
         )
     )
-
-
-def _check_key(check: WebsiteCheck) -> tuple[datetime, int]:
-    return check.created_at, check.region_id
 
 
 def _within(
@@ -322,25 +314,15 @@ async def list_incidents(
     website = await owned_website(session, website_id, user)
     query = select(Incident).where(Incident.website_id == website.id)
     query = _within(query, Incident.started_at, since, until)
-    if cursor is not None:
-        position = cursors.decode(cursor, "incidents", uuid.UUID)
-        query = query.where(
-            cursors.after(Incident.started_at, Incident.id, position, descending=True)
-        )
-    found = await session.scalars(
-        query.order_by(Incident.started_at.desc(), Incident.id.desc()).limit(limit + 1)
+    incidents, next_cursor = await _newest_first_page(
+        session, query, (Incident.started_at, Incident.id, uuid.UUID), "incidents", cursor, limit
     )
-    incidents, next_cursor = cursors.page(found.all(), limit, "incidents", _incident_key)
     return ok(
         IncidentsPublic(
             incidents=[IncidentPublic.model_validate(i) for i in incidents],
             next_cursor=next_cursor,
         )
     )
-
-
-def _incident_key(incident: Incident) -> tuple[datetime, uuid.UUID]:
-    return incident.started_at, incident.id
 
 
 @router.get("/{website_id}/notifications", response_model=Envelope[NotificationsPublic])
@@ -358,17 +340,14 @@ async def list_notifications(
     website = await owned_website(session, website_id, user)
     query = select(NotificationLog).where(NotificationLog.website_id == website.id)
     query = _within(query, NotificationLog.created_at, since, until)
-    if cursor is not None:
-        position = cursors.decode(cursor, "notifications", uuid.UUID)
-        query = query.where(
-            cursors.after(NotificationLog.created_at, NotificationLog.id, position, descending=True)
-        )
-    found = await session.scalars(
-        query.order_by(NotificationLog.created_at.desc(), NotificationLog.id.desc()).limit(
-            limit + 1
-        )
+    logs, next_cursor = await _newest_first_page(
+        session,
+        query,
+        (NotificationLog.created_at, NotificationLog.id, uuid.UUID),
+        "notifications",
+        cursor,
+        limit,
     )
-    logs, next_cursor = cursors.page(found.all(), limit, "notifications", _notification_key)
     return ok(
         NotificationsPublic(
             notifications=[NotificationPublic.model_validate(n) for n in logs],
@@ -377,5 +356,25 @@ async def list_notifications(
     )
 
 
-def _notification_key(log: NotificationLog) -> tuple[datetime, uuid.UUID]:
-    return log.created_at, log.id
+async def _newest_first_page(
+    session: AsyncSession,
+    query: Select[Any],
+    order: tuple[InstrumentedAttribute[datetime], InstrumentedAttribute[Any], type[Any]],
+    list_name: str,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Any], str | None]:
+    """One page of ``query``'s rows, newest first by ``order`` (a time column, the column
+    that breaks its ties, and that column's type), after ``cursor``; and the cursor of the
+    next page (None at the end)."""
+    moment, tiebreak, tiebreak_type = order
+    if cursor is not None:
+        position = cursors.decode(cursor, list_name, tiebreak_type)
+        query = query.where(cursors.after(moment, tiebreak, position, descending=True))
+    found = await session.scalars(query.order_by(moment.desc(), tiebreak.desc()).limit(limit + 1))
+    return cursors.page(
+        found.all(),
+        limit,
+        list_name,
+        lambda row: (getattr(row, moment.key), getattr(row, tiebreak.key)),
+    )
