@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -138,6 +139,9 @@ def _monitor_with_history(api: ApiServer, token: str, checks: int, notifications
     assert answer.status_code == 201, answer.text
     website_id: str = answer.json()["data"]["id"]
     region = rows.local_region_id(api)
+    # One clock reading for every row: ``seconds_ago`` reads the clock afresh, and a second
+    # turning over mid-loop would give two checks the same moment (one key).
+    now = rows.seconds_ago(0)
     resolved = rows.incident(
         website_id,
         rows.seconds_ago(7200),
@@ -150,12 +154,12 @@ def _monitor_with_history(api: ApiServer, token: str, checks: int, notifications
         resolved,
         active,
         *(
-            rows.notification(website_id, resolved.id, rows.seconds_ago(n))
+            rows.notification(website_id, resolved.id, now - timedelta(seconds=n))
             for n in range(notifications)
         ),
     )
     rows.insert_checks(
-        api, *(rows.check(website_id, region, rows.seconds_ago(n)) for n in range(checks))
+        api, *(rows.check(website_id, region, now - timedelta(seconds=n)) for n in range(checks))
     )
     return website_id
 
