@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from runstate import __version__
+from runstate import __version__, web
 from runstate.api.body_limit import BodyLimitMiddleware
 from runstate.api.envelope import install_error_handlers
 from runstate.api.metrics import HttpMetrics, MetricsMiddleware
@@ -83,4 +83,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     for module in (auth, admin, history, websites, channels, health):
         app.include_router(module.router)
     app.include_router(health.metrics_router)
+    web.install(app)
     return app
