@@ -16,8 +16,8 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 def install(app: FastAPI) -> None:
     """Add the web routes and the static files to the API's application."""
-    from runstate.web.routes import badges, pages, status
+    from runstate.web.routes import badges, monitor_pages, pages, status, status_admin
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (status, badges, pages):
+    for module in (status, badges, pages, monitor_pages, status_admin):
         app.include_router(module.router)
