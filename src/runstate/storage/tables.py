@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -360,4 +362,102 @@ class NotificationLog(Base):
             sqlite_where=text("delivery_status = 'pending' AND next_attempt_at IS NULL"),
             postgresql_where=text("delivery_status = 'pending' AND next_attempt_at IS NULL"),
         ),
+    )
+
+
+class StatusPage(Base):
+    """A status page: a public (or private) view of some of one user's monitors.
+
+    `version` moves whenever anything the page shows may have changed (a monitor's status,
+    an incident, the page itself, the day's rollup), in the same transaction as the change:
+    the public page is rendered once per version, and its ETag is the version."""
+
+    __tablename__ = "status_pages"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)  # /status/{slug} looks it up
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default=text("1"))
+    version_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "user_id"),)  # a user's pages; cascade on user deletion
+
+
+class StatusPageMonitor(Base):
+    """A monitor shown on a status page, in a group (or none: `group_name` empty) and at a
+    position in the page's order."""
+
+    __tablename__ = "status_page_monitors"
+
+    status_page_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("status_pages.id", ondelete="CASCADE"), primary_key=True
+    )
+    website_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("websites.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    position: Mapped[int] = mapped_column(Integer)
+
+    # The pages of a monitor: badges, version bumps on a status change, cascade on deletion.
+    __table_args__ = (Index(None, "website_id"),)
+
+
+INCIDENT_IMPACTS = ("none", "minor", "major", "critical")
+INCIDENT_STATUSES = ("investigating", "identified", "monitoring", "resolved")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class StatusPageIncident(Base):
+    """An incident written by the page's owner (not one the pipeline opens): its `status` is
+    its latest update's, and `resolved_at` is set while that status is `resolved`."""
+
+    __tablename__ = "status_page_incidents"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status_page_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("status_pages.id", ondelete="CASCADE")
+    )
+    title: Mapped[str] = mapped_column(String(200))
+    impact: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "status_page_id", "created_at"),  # a page's incidents, newest first
+        CheckConstraint(_one_of("impact", INCIDENT_IMPACTS), name="impact"),
+        CheckConstraint(_one_of("status", INCIDENT_STATUSES), name="status"),
+    )
+
+
+class StatusPageIncidentUpdate(Base):
+    """One entry of an incident's timeline."""
+
+    __tablename__ = "status_page_incident_updates"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    incident_id: Mapped[uuid.UUID] = mapped_column(
+        # Named here: the convention's name is longer than PostgreSQL's 63 characters.
+        ForeignKey(
+            "status_page_incidents.id",
+            ondelete="CASCADE",
+            name="fk_status_page_incident_updates_incident_id",
+        )
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index(None, "incident_id", "created_at"),  # an incident's timeline, in order
+        CheckConstraint(_one_of("status", INCIDENT_STATUSES), name="status"),
     )
