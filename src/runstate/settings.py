@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     # Quotas per account (ADMIN accounts are exempt), and request limits.
     MAX_MONITORS_PER_USER: int = Field(default=1_000, ge=0, le=10_000_000)
     MAX_CHANNELS_PER_USER: int = Field(default=50, ge=0, le=1_000_000)
+    MAX_STATUS_PAGES_PER_USER: int = Field(default=20, ge=0, le=1_000_000)
     MONITOR_CREATE_RATE_LIMIT: int = Field(default=60, ge=1, le=1_000_000)  # per user per minute
     MAX_REQUEST_BODY_BYTES: int = Field(default=64 * 1024, ge=1_024, le=1 << 30)
 

@@ -16,7 +16,7 @@ from runstate import __version__, web
 from runstate.api.body_limit import BodyLimitMiddleware
 from runstate.api.envelope import install_error_handlers
 from runstate.api.metrics import HttpMetrics, MetricsMiddleware
-from runstate.api.routes import admin, auth, channels, health, history, websites
+from runstate.api.routes import admin, auth, channels, health, history, status_pages, websites
 from runstate.api.state import ApiState
 from runstate.auth.tokens import AccessTokenIssuer
 from runstate.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -80,7 +80,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(app.state.metrics_registry))
 
     # history before websites: its /websites/{id}/response-times (with resolutions) wins.
-    for module in (auth, admin, history, websites, channels, health):
+    for module in (auth, admin, history, websites, channels, status_pages, health):
         app.include_router(module.router)
     app.include_router(health.metrics_router)
     web.install(app)

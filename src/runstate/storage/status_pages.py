@@ -307,16 +307,30 @@ async def groups_of_page(
     session: AsyncSession, page_id: uuid.UUID
 ) -> list[tuple[str, list[uuid.UUID]]]:
     """The page's monitors as :data:`Groups`, in the page's order."""
+    return (await groups_of_pages(session, [page_id]))[page_id]
+
+
+async def groups_of_pages(
+    session: AsyncSession, page_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[str, list[uuid.UUID]]]]:
+    """Each page's monitors as :data:`Groups` (one query for all the pages)."""
+    groups: dict[uuid.UUID, list[tuple[str, list[uuid.UUID]]]] = {i: [] for i in page_ids}
+    if not page_ids:
+        return groups
     rows = await session.execute(
-        select(StatusPageMonitor.group_name, StatusPageMonitor.website_id)
-        .where(StatusPageMonitor.status_page_id == page_id)
-        .order_by(StatusPageMonitor.position)
+        select(
+            StatusPageMonitor.status_page_id,
+            StatusPageMonitor.group_name,
+            StatusPageMonitor.website_id,
+        )
+        .where(StatusPageMonitor.status_page_id.in_(page_ids))
+        .order_by(StatusPageMonitor.status_page_id, StatusPageMonitor.position)
     )
-    groups: list[tuple[str, list[uuid.UUID]]] = []
-    for name, website_id in rows:
-        if not groups or groups[-1][0] != name:
-            groups.append((name, []))
-        groups[-1][1].append(website_id)
+    for page_id, name, website_id in rows:
+        page_groups = groups[page_id]
+        if not page_groups or page_groups[-1][0] != name:
+            page_groups.append((name, []))
+        page_groups[-1][1].append(website_id)
     return groups
 
 
