@@ -68,12 +68,22 @@ class Latency:
     p95_ms: float | None
 
 
+# The columns latency_from reads, in its order.
+LATENCY_FIELDS: tuple[str, ...] = ("timed_checks", "rt_sum", "rt_min", "rt_max", *LATENCY_COLUMNS)
+
+
 def latency_of(row: Any) -> Latency:
     """The latency of a row of summed rollups (timed_checks, rt_sum, rt_min, rt_max and the
     histogram's columns)."""
-    timed = int(row.timed_checks or 0)
+    return latency_from([getattr(row, name) for name in LATENCY_FIELDS])
+
+
+def latency_from(values: Sequence[Any]) -> Latency:
+    """The latency of the summed rollup columns LATENCY_FIELDS, in that order."""
+    timed_checks, rt_sum, rt_min, rt_max = values[:4]
+    timed = int(timed_checks or 0)
     if not timed:
         return Latency(None, None, None, None)
-    counts = [int(getattr(row, column) or 0) for column in LATENCY_COLUMNS]
-    p95 = percentile(counts, 0.95, minimum=row.rt_min, maximum=row.rt_max)
-    return Latency(round(row.rt_sum / timed, 1), row.rt_min, row.rt_max, p95)
+    counts = [int(count or 0) for count in values[4:]]
+    p95 = percentile(counts, 0.95, minimum=rt_min, maximum=rt_max)
+    return Latency(round(rt_sum / timed, 1), rt_min, rt_max, p95)

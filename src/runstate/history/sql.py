@@ -8,7 +8,7 @@ NULL when any argument is, PostgreSQL's GREATEST and LEAST ignore it), so caller
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Float, Integer, Row, literal
@@ -111,8 +111,11 @@ def _floor_int_sqlite(element: floor_int, compiler: SQLCompiler, **kw: Any) -> s
     return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
 
 
-async def rows_of(session: AsyncSession, statement: Executable) -> Sequence[Row[Any]]:
-    """The rows of a Core ``statement``, run on the session's connection: plain columns need
-    none of the ORM's handling of results, which costs milliseconds over hundreds of rows."""
+async def rows_of(
+    session: AsyncSession, statement: Executable, parameters: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """The rows of a Core ``statement`` (with the values of its bound ``parameters``), run on
+    the session's connection: plain columns need none of the ORM's handling of results,
+    which costs milliseconds over hundreds of rows."""
     connection = await session.connection()
-    return (await connection.execute(statement)).all()
+    return (await connection.execute(statement, parameters)).all()

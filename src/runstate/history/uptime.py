@@ -35,17 +35,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from types import SimpleNamespace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     CTE,
     Boolean,
     ColumnElement,
+    Float,
     Integer,
     Select,
     String,
+    Uuid,
     and_,
+    bindparam,
     case,
     false,
     func,
@@ -59,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import Subquery
 
-from runstate.history.latency import LATENCY_COLUMNS, Latency, latency_of
+from runstate.history.latency import LATENCY_COLUMNS, LATENCY_FIELDS, Latency, latency_from
 from runstate.history.sql import (
     epoch_seconds,
     floor_int,
@@ -75,12 +78,47 @@ from runstate.storage.tables import (
     HourlyRollup,
     Incident,
     Region,
+    UtcDateTime,
     Website,
     WebsitePause,
 )
 
 # An eligible time with data shorter than this is none (float rounding on SQLite's julianday).
 MIN_MEASURED_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A moment given only when a prepared statement runs (see daily_history): two bound
+    parameters, ``name`` (the time) and ``name_s`` (its epoch seconds)."""
+
+    name: str
+
+
+# A moment of a statement: known when it is built, or bound when it runs.
+Moment = datetime | Bound
+
+
+def _at(moment: Moment) -> Any:
+    """``moment`` as a time, to compare with time columns."""
+    if isinstance(moment, Bound):
+        return bindparam(moment.name, type_=UtcDateTime())
+    return moment
+
+
+def _s(moment: Moment) -> ColumnElement[float]:
+    """``moment`` as epoch seconds."""
+    if isinstance(moment, Bound):
+        return bindparam(f"{moment.name}_s", type_=Float())
+    return seconds(epoch(moment))
+
+
+def bound_values(**moments: datetime) -> dict[str, Any]:
+    """The parameters of the Bound moments called by these names."""
+    values: dict[str, Any] = {}
+    for name, moment in moments.items():
+        values[name], values[f"{name}_s"] = moment, epoch(moment)
+    return values
 
 
 @dataclass(frozen=True)
@@ -117,15 +155,15 @@ def _window_periods(windows: Sequence[Window]) -> CTE:
     return (rows[0] if len(rows) == 1 else union_all(*rows)).cte("periods")
 
 
-def _day_periods(first_day: datetime, days: int, now: datetime) -> CTE:
+def _day_periods(first_day: Moment, days: int | ColumnElement[int], now: Moment) -> CTE:
     """One period per UTC day from ``first_day``: key n (0, 1, …) for first_day + n days."""
     numbers = select(literal(0, Integer()).label("n")).cte("day_numbers", recursive=True)
     numbers = numbers.union_all(select(numbers.c.n + 1).where(numbers.c.n < days - 1))
-    since_s = seconds(epoch(first_day)) + numbers.c.n * 86400.0
+    since_s = _s(first_day) + numbers.c.n * 86400.0
     return select(
         numbers.c.n.label("key"),
         since_s.label("since_s"),
-        least(since_s + 86400.0, seconds(epoch(now))).label("until_s"),
+        least(since_s + 86400.0, _s(now)).label("until_s"),
         false().label("hourly"),
     ).cte("periods")
 
@@ -135,9 +173,9 @@ def _start(monitors: CTE, periods: CTE) -> ColumnElement[float]:
     return greatest(periods.c.since_s, monitors.c.added_s)
 
 
-def _paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+def _paused(monitors: CTE, periods: CTE, lo: Moment, now: Moment) -> Subquery:
     p = WebsitePause
-    p_end = func.coalesce(epoch_seconds(p.resumed_at), seconds(epoch(now)))
+    p_end = func.coalesce(epoch_seconds(p.resumed_at), _s(now))
     shared = overlap(
         [epoch_seconds(p.paused_at), _start(monitors, periods)], [p_end, periods.c.until_s]
     )
@@ -145,20 +183,18 @@ def _paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquer
         select(monitors.c.id, periods.c.key, func.sum(shared).label("paused_s"))
         .join(p, p.website_id == monitors.c.id)
         .join(periods, true())
-        .where(p.paused_at < now, or_(p.resumed_at.is_(None), p.resumed_at > lo))
+        .where(p.paused_at < _at(now), or_(p.resumed_at.is_(None), p.resumed_at > _at(lo)))
         .group_by(monitors.c.id, periods.c.key)
         .subquery("paused")
     )
 
 
-def _incident_span(now: datetime) -> tuple[ColumnElement[float], ColumnElement[float]]:
+def _incident_span(now: Moment) -> tuple[ColumnElement[float], ColumnElement[float]]:
     i = Incident
-    return epoch_seconds(i.started_at), func.coalesce(
-        epoch_seconds(i.resolved_at), seconds(epoch(now))
-    )
+    return epoch_seconds(i.started_at), func.coalesce(epoch_seconds(i.resolved_at), _s(now))
 
 
-def _incidents(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+def _incidents(monitors: CTE, periods: CTE, lo: Moment, now: Moment) -> Subquery:
     i = Incident
     i_start, i_end = _incident_span(now)
     down = overlap([i_start, _start(monitors, periods)], [i_end, periods.c.until_s])
@@ -172,17 +208,17 @@ def _incidents(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subq
         )
         .join(i, i.website_id == monitors.c.id)
         .join(periods, true())
-        .where(i.started_at < now, or_(i.resolved_at.is_(None), i.resolved_at > lo))
+        .where(i.started_at < _at(now), or_(i.resolved_at.is_(None), i.resolved_at > _at(lo)))
         .group_by(monitors.c.id, periods.c.key)
         .subquery("incidents")
     )
 
 
-def _incidents_paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) -> Subquery:
+def _incidents_paused(monitors: CTE, periods: CTE, lo: Moment, now: Moment) -> Subquery:
     """The part of the incidents that fell in paused time (not eligible, so not downtime)."""
     i, p = Incident, WebsitePause
     i_start, i_end = _incident_span(now)
-    p_end = func.coalesce(epoch_seconds(p.resumed_at), seconds(epoch(now)))
+    p_end = func.coalesce(epoch_seconds(p.resumed_at), _s(now))
     shared = overlap(
         [i_start, epoch_seconds(p.paused_at), _start(monitors, periods)],
         [i_end, p_end, periods.c.until_s],
@@ -192,8 +228,8 @@ def _incidents_paused(monitors: CTE, periods: CTE, lo: datetime, now: datetime) 
         .join(i, i.website_id == monitors.c.id)
         .join(p, p.website_id == monitors.c.id)
         .join(periods, true())
-        .where(i.started_at < now, or_(i.resolved_at.is_(None), i.resolved_at > lo))
-        .where(p.paused_at < now, or_(p.resumed_at.is_(None), p.resumed_at > lo))
+        .where(i.started_at < _at(now), or_(i.resolved_at.is_(None), i.resolved_at > _at(lo)))
+        .where(p.paused_at < _at(now), or_(p.resumed_at.is_(None), p.resumed_at > _at(lo)))
         .group_by(monitors.c.id, periods.c.key)
         .subquery("incidents_paused")
     )
@@ -205,15 +241,15 @@ class _Source:
     in the period whose [since_s, until_s) holds its start, or all in the period ``key``."""
 
     table: type[HourlyRollup] | type[DailyRollup]
-    lo: datetime
-    hi: datetime
+    lo: Moment
+    hi: Moment
     key: str | None = None
     # The monitors the rollups are kept to: one id, a subquery of their ids, or None for every
     # monitor. A subquery of websites rather than the monitors CTE, which PostgreSQL would not
     # let parallel workers read: it may then sum the rollups in parallel.
-    monitor_ids: uuid.UUID | Select[Any] | None = None
+    monitor_ids: uuid.UUID | ColumnElement[uuid.UUID] | Select[Any] | None = None
     # Set for the periods of _day_periods from this day on (their key is the day's number).
-    first_day: datetime | None = None
+    first_day: Moment | None = None
     # Sum one period's daily rollups from their running totals (two rows per monitor and
     # region, however many days) rather than row by row; needs LATERAL (PostgreSQL).
     from_running_totals: bool = False
@@ -229,6 +265,9 @@ def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[A
     where one is missing (a monitor added since, no check yet today) is the nearest row
     looked up, one probe of the primary key each: COALESCE evaluates that lookup only then.
     """
+    if isinstance(source.lo, Bound) or isinstance(source.hi, Bound):
+        raise TypeError("running totals read the days of moments known when built")
+    lo, hi = source.lo, source.hi
     d = DailyRollup
     region = select(Region.id).subquery("region")
     first_day, last_day = aliased(DailyRollup), aliased(DailyRollup)
@@ -272,8 +311,8 @@ def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[A
     return (
         sums.select_from(monitors)
         .join(region, true())
-        .outerjoin(first_day, on_day(first_day, source.lo))
-        .outerjoin(last_day, on_day(last_day, floor_day(source.hi)))
+        .outerjoin(first_day, on_day(first_day, lo))
+        .outerjoin(last_day, on_day(last_day, floor_day(hi)))
         .where(first("checks").is_not(None))  # no row in the period: nothing to sum
     )
 
@@ -306,11 +345,11 @@ def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) ->
             func.max(r.response_time_max_ms).label("rt_max"),
             *(func.sum(r[column]).label(column) for column in LATENCY_COLUMNS),
         ]
-    in_range = [r.bucket_start >= source.lo, r.bucket_start < source.hi]
-    if isinstance(source.monitor_ids, uuid.UUID):
-        in_range.append(r.website_id == source.monitor_ids)
-    elif source.monitor_ids is not None:
+    in_range = [r.bucket_start >= _at(source.lo), r.bucket_start < _at(source.hi)]
+    if isinstance(source.monitor_ids, Select):
         in_range.append(r.website_id.in_(source.monitor_ids))
+    elif source.monitor_ids is not None:
+        in_range.append(r.website_id == source.monitor_ids)
     if source.key is not None:  # one period: no need to find each bucket's
         key: ColumnElement[Any] = literal(source.key, String()).label("key")
         return (
@@ -321,7 +360,7 @@ def _region_sums(source: _Source, monitors: CTE, periods: CTE, latency: bool) ->
     start = epoch_seconds(r.bucket_start)
     if source.first_day is not None:  # day periods: a bucket's key is its day's number
         # Half a day in, so that float seconds on SQLite never fall just short of a day.
-        day = floor_int((start - seconds(epoch(source.first_day)) + 43200.0) / 86400.0)
+        day = floor_int((start - _s(source.first_day) + 43200.0) / 86400.0)
         return (
             select(r.website_id, day.label("key"), r.region_id, *columns)
             .where(*in_range)
@@ -369,7 +408,7 @@ _ROLLUP_FIGURES = {"website_id", "key", "checks", "up_checks", "up_s", "down_s"}
 
 
 def _figures(
-    monitors: CTE, periods: CTE, rollups: Subquery, lo: datetime, now: datetime
+    monitors: CTE, periods: CTE, rollups: Subquery, lo: Moment, now: Moment
 ) -> Select[Any]:
     """One row per (monitor, period): the figures, the monitor's columns and the latency.
 
@@ -544,27 +583,34 @@ async def daily_history(
     """One monitor's last ``days`` UTC days (today included), oldest first, each day listed
     whether it has rollups or not."""
     first_day = floor_day(now) - (days - 1) * DAY
-    monitors = _monitors(select(Website.id).where(Website.id == website_id))
-    periods = _day_periods(first_day, days, now)
-    rollups = _rollups(
-        [_Source(DailyRollup, first_day, now, monitor_ids=website_id, first_day=first_day)],
-        monitors,
-        periods,
-        latency=True,
-    )
-    statement = _figures(monitors, periods, rollups, first_day, now)
-    # As plain objects: each of their many columns is read several times, and a Row looks
-    # each up by name at some cost.
-    rows = {
-        row.period: SimpleNamespace(**row._asdict())
-        for row in await rows_of(session, statement.order_by("period"))
-    }
+    values = {"website_id": website_id, "days": days, **bound_values(first_day=first_day, now=now)}
+    rows = await rows_of(session, _daily_statement(), values)
+    if not rows:
+        return []
+    # Read by position: 365 rows of 30 columns, each looked up by name, cost more than the
+    # statement itself.
+    at = {name: index for index, name in enumerate(rows[0]._fields)}
+    period, figures_at = at["period"], [at[name] for name in _FIGURE_COLUMNS]
+    latency_at = [at[name] for name in LATENCY_FIELDS]
     return [
         Day(
-            (first_day + n * DAY).date(),
-            figures_of(rows[n]),
-            latency_of(rows[n]),
+            (first_day + row[period] * DAY).date(),
+            Figures(**_as_shown(*(row[i] for i in figures_at))),
+            latency_from([row[i] for i in latency_at]),
         )
-        for n in range(days)
-        if n in rows
+        for row in rows
     ]
+
+
+@lru_cache(maxsize=1)
+def _daily_statement() -> Select[Any]:
+    """daily_history's statement, built once: every value it depends on is a parameter
+    (website_id, days, and the Bound first_day and now). Building it costs more than
+    running it."""
+    website_id = bindparam("website_id", type_=Uuid())
+    first_day, now = Bound("first_day"), Bound("now")
+    monitors = _monitors(select(Website.id).where(Website.id == website_id))
+    periods = _day_periods(first_day, bindparam("days", type_=Integer()), now)
+    source = _Source(DailyRollup, first_day, now, monitor_ids=website_id, first_day=first_day)
+    rollups = _rollups([source], monitors, periods, latency=True)
+    return _figures(monitors, periods, rollups, first_day, now).order_by("period")
