@@ -42,6 +42,7 @@ from runstate.domain.incidents import Recorded, Shown, Span, alerts_of, place_do
 from runstate.domain.status import Status
 from runstate.metrics import PipelineMetrics
 from runstate.queue.base import Entry, StreamQueue
+from runstate.storage.status_pages import bump_pages_of_monitor
 from runstate.storage.tables import Incident, UtcDateTime, Website, WebsiteCheck
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class StatusChangeStage:
         if row is None:
             return None
         at = row.status_changed_at
+        if at == change.occurred_at:  # this change is the one shown: its pages move on
+            await bump_pages_of_monitor(session, change.website_id)
         if at == change.occurred_at or row.current_status not in _STATUSES:
             return Shown(change.current_status, Recorded(change.event_id, change.occurred_at))
         shown = Recorded(status_change_event_id(change.website_id, _ms(at)), at)

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy import ColumnElement, Select, Table, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runstate.storage.status_pages import bump_pages, delete_pages_of_owner
 from runstate.storage.tables import (
     AlertChannel,
     Base,
@@ -38,6 +39,7 @@ from runstate.storage.tables import (
     Incident,
     NotificationLog,
     RefreshToken,
+    StatusPageMonitor,
     User,
     Website,
     WebsiteCheck,
@@ -55,6 +57,7 @@ _websites = _table(Website)
 _users = _table(User)
 _refresh_tokens = _table(RefreshToken)
 _alert_channels = _table(AlertChannel)
+_status_page_monitors = _table(StatusPageMonitor)
 
 # What the pipeline writes for a monitor without a foreign key to it (no cascade).
 UNLINKED_HISTORY = (_table(WebsiteCheck), _table(HourlyRollup), _table(DailyRollup))
@@ -106,7 +109,21 @@ async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows:
     async with engine.begin() as connection:
         result = await connection.execute(delete(_websites).where(_websites.c.id == website_id))
         await _delete_written_meanwhile(connection, [website_id])
+        await _take_off_status_pages(connection, website_id)
     return result.rowcount == 1
+
+
+async def _take_off_status_pages(connection: AsyncConnection, website_id: uuid.UUID) -> None:
+    """Remove the deleted monitor from the status pages that showed it, and bump them. Its
+    row is deleted first, so its lock is taken before the pages' (the order every writer
+    follows); the places are deleted here rather than left to the foreign key's cascade."""
+    places = _status_page_monitors.c
+    shown_on = await connection.scalars(
+        delete(_status_page_monitors)
+        .where(places.website_id == website_id)
+        .returning(places.status_page_id)
+    )
+    await bump_pages(connection, list(shown_on))
 
 
 async def _delete_written_meanwhile(
@@ -120,15 +137,17 @@ async def _delete_written_meanwhile(
 
 async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) -> bool:
     """Delete the account with everything it owns, in batches: its refresh tokens first (no
-    sign-in of it can be renewed from then on), then each monitor as :func:`delete_website`
-    does (paused first), its channels, and last the account, whose cascade takes what it made
-    meanwhile.
+    sign-in of it can be renewed from then on), its status pages (gone from the public at
+    once), then each monitor as :func:`delete_website` does (paused first), its channels,
+    and last the account, whose cascade takes what it made meanwhile.
 
     Returns False when there was no such account (any more) by the time of the last step.
     """
     await delete_in_batches(
         engine, _refresh_tokens, _refresh_tokens.c.user_id == user_id, batch_rows
     )
+    async with engine.begin() as connection:  # its public pages go at once
+        await delete_pages_of_owner(connection, user_id)
     async for website_id in _website_ids(engine, user_id, batch_rows):
         await delete_website(engine, website_id, batch_rows)
     await delete_in_batches(
@@ -142,6 +161,7 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) 
         if connection.dialect.name == "postgresql":
             await connection.execute(added.with_for_update())
         await _delete_written_meanwhile(connection, added)
+        await delete_pages_of_owner(connection, user_id)  # any made meanwhile
         result = await connection.execute(delete(_users).where(_users.c.id == user_id))
     return result.rowcount == 1
 

@@ -14,6 +14,9 @@ no longer matter:
 History is the other thing that piles up: retention (runstate.history.retention) drops the
 checks and rollups that aged out and makes the partitions of the days ahead.
 
+Status pages are rendered once per version: after 00:00 UTC every page whose version has
+not moved since then is bumped once, so that its 90-day bar moves on to the new day.
+
 The jobs run once at start and then every `PRUNE_INTERVAL_SECONDS`, in one process only (the
 scheduler holding the lease: in `runstate up` that is always the one process), and delete at
 most `DELETE_BATCH_ROWS` rows per statement, each statement its own short transaction, so
@@ -28,7 +31,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
@@ -38,6 +41,7 @@ from sqlalchemy.orm import aliased
 
 from runstate.history.retention import RetentionPolicy, apply_retention
 from runstate.runtime import sleep_unless_stopped
+from runstate.storage.status_pages import bump_pages_unchanged_since
 from runstate.storage.tables import RefreshToken
 
 if TYPE_CHECKING:
@@ -106,6 +110,17 @@ def retention_job(engine: AsyncEngine, policy: RetentionPolicy) -> Job:
     return Job("retention", run)
 
 
+def status_pages_new_day_job(sessions: async_sessionmaker[AsyncSession]) -> Job:
+    async def run() -> None:
+        start_of_day = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+        async with sessions() as session, session.begin():
+            bumped = await bump_pages_unchanged_since(session, start_of_day)
+        if bumped:
+            log.info("status pages moved on to a new day", extra={"pages": bumped})
+
+    return Job("status pages' new day", run)
+
+
 @dataclass
 class _Schedule:
     next_run: float = 0.0  # due at once: every job runs at start
@@ -137,6 +152,7 @@ class Housekeeping:
             jobs=[
                 prune_refresh_tokens_job(sessions, settings.DELETE_BATCH_ROWS),
                 retention_job(engine, RetentionPolicy.from_settings(settings)),
+                status_pages_new_day_job(sessions),
             ],
             interval_seconds=settings.PRUNE_INTERVAL_SECONDS,
             retry_max_seconds=settings.OUTAGE_RETRY_MAX_SECONDS,

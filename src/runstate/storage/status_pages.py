@@ -35,6 +35,8 @@ from runstate.storage.tables import (
 
 # (group name, monitor ids in order); an empty name: monitors shown outside any group.
 Groups = Sequence[tuple[str, Sequence[uuid.UUID]]]
+# Bumps and bulk deletions run on an ORM session or on a plain connection alike.
+Executor = AsyncSession | AsyncConnection
 
 SLUG_PATTERN: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 SLUG_MIN, SLUG_MAX = 3, 64
@@ -291,16 +293,26 @@ async def update_page(
 
 
 async def delete_page(session: AsyncSession, page: StatusPage) -> None:
-    """Delete the page with its monitors' places, incidents and updates. Written out rather
-    than left to the foreign keys: SQLite enforces them only when asked to."""
-    incidents = select(StatusPageIncident.id).where(StatusPageIncident.status_page_id == page.id)
-    await session.execute(
+    """Delete the page with its monitors' places, incidents and updates."""
+    await _delete_pages(session, select(StatusPage.id).where(StatusPage.id == page.id))
+    session.expunge(page)
+
+
+async def delete_pages_of_owner(executor: Executor, owner_id: uuid.UUID) -> None:
+    """Delete every page of the owner, with what belongs to them."""
+    await _delete_pages(executor, select(StatusPage.id).where(StatusPage.user_id == owner_id))
+
+
+async def _delete_pages(executor: Executor, page_ids: Select[Any]) -> None:
+    """Delete the pages ``page_ids`` selects, children first: written out rather than left
+    to the foreign keys' cascades, which SQLite applies only on connections that ask."""
+    incidents = select(StatusPageIncident.id).where(StatusPageIncident.status_page_id.in_(page_ids))
+    await executor.execute(
         delete(StatusPageIncidentUpdate).where(StatusPageIncidentUpdate.incident_id.in_(incidents))
     )
     for table in (StatusPageIncident, StatusPageMonitor):
-        await session.execute(delete(table).where(table.status_page_id == page.id))
-    await session.delete(page)
-    await session.flush()
+        await executor.execute(delete(table).where(table.status_page_id.in_(page_ids)))
+    await executor.execute(delete(StatusPage).where(StatusPage.id.in_(page_ids)))
 
 
 async def groups_of_page(
@@ -424,8 +436,6 @@ async def updates_of_incidents(
 
 # Version bumps. Each is one statement, whatever the number of pages it moves.
 
-Executor = AsyncSession | AsyncConnection
-
 
 def _pages_locked_in_order(pages: Select[Any] | None) -> ColumnElement[bool]:
     """The condition choosing the pages to bump: those ``pages`` selects (all when None),
@@ -469,9 +479,34 @@ async def bump_pages_of_monitors(executor: Executor, website_ids: Sequence[uuid.
     return await _bump(executor, shown_on)
 
 
+async def bump_pages_of_monitors_without_status(
+    executor: Executor, website_ids: Sequence[uuid.UUID]
+) -> int:
+    """Bump the pages of those monitors that have no status yet (their first check is
+    about to give them one). One statement; a batch of monitors on no page writes nothing."""
+    if not website_ids:
+        return 0
+    unknown = select(Website.id).where(
+        Website.id.in_(website_ids), Website.current_status.is_(None)
+    )
+    shown_on = select(StatusPageMonitor.status_page_id).where(
+        StatusPageMonitor.website_id.in_(unknown)
+    )
+    return await _bump(executor, shown_on)
+
+
 async def bump_all_pages(executor: Executor) -> int:
-    """Bump every page (the day's rollup moves every page's history bar)."""
+    """Bump every page."""
     return await _bump(executor, None)
+
+
+async def bump_pages_unchanged_since(executor: Executor, moment: datetime) -> int:
+    """Bump the pages whose version has not moved since ``moment`` (the start of the UTC
+    day: a new day moves every page's history bar; a page bumped since shows it already).
+    Done twice, the second time bumps nothing."""
+    return await _bump(
+        executor, select(StatusPage.id).where(StatusPage.version_changed_at < moment)
+    )
 
 
 async def _bump_page(session: AsyncSession, page: StatusPage) -> None:

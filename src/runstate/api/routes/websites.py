@@ -37,6 +37,7 @@ from runstate.api.schemas import (
 from runstate.api.state import ApiState
 from runstate.netguard import TargetNotAllowed, check_url_target
 from runstate.storage import deletion
+from runstate.storage.status_pages import bump_pages_of_monitor
 from runstate.storage.tables import (
     Incident,
     NotificationLog,
@@ -49,6 +50,8 @@ from runstate.storage.tables import (
 router = APIRouter(prefix=f"{API_PREFIX}/websites", tags=["websites"])
 
 DUPLICATE_URL = "you already monitor this URL"
+# What status pages show of a monitor: a change moves the version of the pages showing it.
+SHOWN_ON_STATUS_PAGES = frozenset({"name", "url", "paused"})
 HistoryLimit = Annotated[int, Query(ge=1, le=500)]
 CursorParam = Annotated[
     str | None,
@@ -225,6 +228,8 @@ async def update_website(
     for field, value in changes.items():
         setattr(website, field, value)
     website.updated_at = now
+    if changes.keys() & SHOWN_ON_STATUS_PAGES:
+        await bump_pages_of_monitor(session, website.id)
     await _commit_or_conflict(session)
     return ok(WebsitePublic.model_validate(website))
 
