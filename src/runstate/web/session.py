@@ -247,11 +247,11 @@ def _check_same_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None:
         if origin == "null" or _origin_host(origin) != host:
-            raise CsrfRefused("the form was sent from another site")
+            raise CsrfRefused("The form was sent from another site.")
         return
     referer = request.headers.get("referer")
     if referer and _origin_host(referer) != host:
-        raise CsrfRefused("the form was sent from another site")
+        raise CsrfRefused("The form was sent from another site.")
 
 
 async def check_csrf(request: Request, state: StateDep, web: OptionalSession) -> None:
@@ -260,13 +260,15 @@ async def check_csrf(request: Request, state: StateDep, web: OptionalSession) ->
     form = await request.form()  # Starlette keeps it: the route's Form fields read it again
     sent = form.get(CSRF_FIELD)
     if not isinstance(sent, str) or not sent:
-        raise CsrfRefused("the form has no CSRF token; reload the page and try again")
+        raise CsrfRefused("The form has no CSRF token; reload the page and try again.")
     presession = request.cookies.get(PRESESSION_COOKIE)
     if web is None and not presession:
-        raise CsrfRefused("the form has expired; reload the page and try again")
+        raise CsrfRefused("The form has expired; reload the page and try again.")
     expected = csrf_token_for(state.tokens.secret, web, presession)
     if not hmac.compare_digest(sent, expected):
-        raise CsrfRefused("the form's CSRF token is wrong or has expired; reload and try again")
+        raise CsrfRefused(
+            "The form's CSRF token is wrong or has expired; reload the page and try again."
+        )
 
 
 CsrfChecked = Annotated[None, Depends(check_csrf)]

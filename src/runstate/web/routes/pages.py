@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, Select, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from runstate.api.deps import SessionDep, StateDep, count_failed_signin, limit_by_ip
 from runstate.api.envelope import ApiError
 from runstate.api.schemas import SignupRequest
 from runstate.auth.passwords import hash_password, verify_and_rehash
-from runstate.storage.tables import User
-from runstate.web.pages_common import PageRoute, page, redirect
+from runstate.history import uptime, windows
+from runstate.history.sql import rows_of
+from runstate.storage.tables import User, Website
+from runstate.web.pages_common import PageRoute, fragment, page, redirect
 from runstate.web.session import (
     CsrfChecked,
     OptionalSession,
     OptionalUser,
-    SignedInSession,
+    SignedInUser,
     end_session,
     safe_next,
     start_session,
@@ -192,11 +200,210 @@ async def signup(
     return response
 
 
+# --- the monitor list ------------------------------------------------------------------------
+
+PAGE_SIZE = 50
+MAX_SEARCH_LENGTH = 200
+# The order the list shows them in.
+STATUSES: tuple[Literal["down", "pending", "up", "paused"], ...] = (
+    "down",
+    "pending",
+    "up",
+    "paused",
+)
+LIST_WINDOWS = ("24h", "30d")
+
+StatusFilter = Literal["all", "down", "pending", "up", "paused"]
+
+
+def _shown_status() -> ColumnElement[str]:
+    """The status a monitor is listed under: paused wins; no check yet (or an unknown
+    answer) is pending."""
+    return case(
+        (Website.paused.is_(True), "paused"),
+        (Website.current_status == "down", "down"),
+        (Website.current_status == "up", "up"),
+        else_="pending",
+    )
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """What the list is asked for: a status, a search over names and URLs, and a page."""
+
+    status: StatusFilter = "all"
+    search: str = ""
+    page: int = 1
+
+    def params(self, **changes: Any) -> str:
+        """The query string of this list, with ``changes``; defaults left out."""
+        values = {"status": self.status, "q": self.search, "page": self.page, **changes}
+        kept = {k: v for k, v in values.items() if v not in ("all", "", 1)}
+        return urlencode(kept)
+
+
+async def _status_counts(session: AsyncSession, user_id: uuid.UUID) -> dict[str, int]:
+    """How many of the user's monitors are in each status: one GROUP BY over the owner's
+    index, whatever the filter (the summary and the tab's "(N down)" count them all)."""
+    shown = _shown_status()
+    rows = await session.execute(
+        select(shown, func.count()).where(Website.user_id == user_id).group_by(shown)
+    )
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    counts.update({status: count for status, count in rows.tuples()})
+    return counts
+
+
+def _filtered(user_id: uuid.UUID, query: ListQuery) -> list[ColumnElement[bool]]:
+    conditions = [Website.user_id == user_id]
+    if query.status != "all":
+        conditions.append(_shown_status() == query.status)
+    if query.search:
+        conditions.append(
+            or_(
+                Website.name.icontains(query.search, autoescape=True),
+                Website.url.icontains(query.search, autoescape=True),
+            )
+        )
+    return conditions
+
+
+def _list_order() -> list[Any]:
+    """Down first, then pending, up and paused; by name (or URL) within each."""
+    rank = case(*((_shown_status() == s, n) for n, s in enumerate(STATUSES)), else_=len(STATUSES))
+    return [rank, func.lower(func.coalesce(Website.name, Website.url)), Website.id]
+
+
+def _page_statement(user_id: uuid.UUID, query: ListQuery, postgres: bool) -> Select[Any]:
+    """One statement for the page: its monitors and their 24 h and 30 d uptime."""
+    order = _list_order()
+    monitors = (
+        select(
+            Website.id,
+            Website.name,
+            Website.url,
+            _shown_status().label("shown_status"),
+            Website.last_checked_at,
+            Website.latest_response_time_ms,
+            func.row_number().over(order_by=order).label("position"),
+        )
+        .where(*_filtered(user_id, query))
+        .order_by(*order)
+        .limit(PAGE_SIZE)
+        .offset((query.page - 1) * PAGE_SIZE)
+    )
+    now = datetime.now(UTC)
+    spans = [windows.window(name, now) for name in LIST_WINDOWS]
+    return uptime.windows_statement(monitors, spans, running_totals=postgres)
+
+
+@dataclass(frozen=True)
+class MonitorRow:
+    id: uuid.UUID
+    name: str
+    url: str
+    status: str
+    last_checked_at: datetime | None
+    response_time_ms: int | None
+    uptime_24h: float | None
+    uptime_30d: float | None
+
+
+def _rows(found: Sequence[Row[Any]]) -> list[MonitorRow]:
+    """One MonitorRow per monitor from the statement's (monitor, window) rows."""
+    by_id: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in found:
+        entry = by_id.setdefault(row.id, {"row": row, "position": row.position})
+        entry[row.period] = row.uptime_percent
+    ordered = sorted(by_id.values(), key=lambda entry: int(entry["position"]))
+    return [
+        MonitorRow(
+            id=entry["row"].id,
+            name=entry["row"].name or urlsplit(entry["row"].url).hostname or entry["row"].url,
+            url=entry["row"].url,
+            status=entry["row"].shown_status,
+            last_checked_at=entry["row"].last_checked_at,
+            response_time_ms=entry["row"].latest_response_time_ms,
+            uptime_24h=entry.get("24h"),
+            uptime_30d=entry.get("30d"),
+        )
+        for entry in ordered
+    ]
+
+
+async def _matching(
+    session: AsyncSession, user_id: uuid.UUID, query: ListQuery, counts: dict[str, int]
+) -> int:
+    """How many monitors the filter and search match (the status counts answer it unless
+    there is a search)."""
+    if not query.search:
+        return sum(counts.values()) if query.status == "all" else counts[query.status]
+    total = await session.scalar(
+        select(func.count()).select_from(Website).where(*_filtered(user_id, query))
+    )
+    return int(total or 0)
+
+
+async def _list_context(session: AsyncSession, user: User, query: ListQuery) -> dict[str, Any]:
+    counts = await _status_counts(session, user.id)
+    matching = await _matching(session, user.id, query, counts)
+    pages = max(1, -(-matching // PAGE_SIZE))
+    if query.page > pages:
+        query = ListQuery(query.status, query.search, pages)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    found = await rows_of(session, _page_statement(user.id, query, postgres))
+    return {
+        "monitors": _rows(found),
+        "counts": counts,
+        "total": sum(counts.values()),
+        "matching": matching,
+        "pages": pages,
+        "query": query,
+        "first_shown": (query.page - 1) * PAGE_SIZE + 1,
+        "now": datetime.now(UTC),
+    }
+
+
+def _list_query(status: str | None, q: str | None, page: int | None) -> ListQuery:
+    """The list's query parameters, read leniently: an unknown status shows all, a page
+    that is not a positive number the first (a bookmark never turns into an error)."""
+    shown: StatusFilter = "all"
+    for known in STATUSES:
+        if status == known:
+            shown = known
+    return ListQuery(shown, (q or "").strip()[:MAX_SEARCH_LENGTH], max(1, page or 1))
+
+
+StatusParam = Annotated[str | None, Query(max_length=16)]
+SearchParam = Annotated[str | None, Query(max_length=1000)]
+PageParam = Annotated[int | None, Query(ge=1, le=1_000_000)]
+
+
 @router.get("/")
-async def dashboard(request: Request, web: OptionalSession) -> Response:
+async def dashboard(
+    request: Request,
+    session: SessionDep,
+    web: OptionalSession,
+    status: StatusParam = None,
+    q: SearchParam = None,
+    page_number: Annotated[int | None, Query(alias="page", ge=1, le=1_000_000)] = None,
+) -> Response:
     if web is None:
         return redirect(request, "/login")
-    return page(request, "dashboard/index.html", monitors=[])
+    context = await _list_context(session, web.user, _list_query(status, q, page_number))
+    return page(request, "dashboard/index.html", **context)
 
 
-__all__ = ["SignedInSession", "router"]
+@router.get("/fragments/monitors")
+async def monitor_rows(
+    request: Request,
+    session: SessionDep,
+    user: SignedInUser,
+    status: StatusParam = None,
+    q: SearchParam = None,
+    page_number: Annotated[int | None, Query(alias="page", ge=1, le=1_000_000)] = None,
+) -> Response:
+    """The rows of the list, its summary, pager and the tab's title: what the live refresh
+    swaps in."""
+    context = await _list_context(session, user, _list_query(status, q, page_number))
+    return fragment(request, "dashboard/rows.html", **context)
