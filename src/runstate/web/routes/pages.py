@@ -250,7 +250,7 @@ async def _status_counts(session: AsyncSession, user_id: uuid.UUID) -> dict[str,
         select(shown, func.count()).where(Website.user_id == user_id).group_by(shown)
     )
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-    counts.update({status: count for status, count in rows.tuples()})
+    counts.update({status: count for status, count in rows})
     return counts
 
 
