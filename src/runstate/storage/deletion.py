@@ -107,23 +107,22 @@ async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows:
     for table in WEBSITE_HISTORY:
         await delete_in_batches(engine, table, table.c.website_id == website_id, batch_rows)
     async with engine.begin() as connection:
+        places = _status_page_monitors.c
+        shown_on = list(
+            await connection.scalars(
+                select(places.status_page_id).where(places.website_id == website_id)
+            )
+        )
         result = await connection.execute(delete(_websites).where(_websites.c.id == website_id))
         await _delete_written_meanwhile(connection, [website_id])
-        await _take_off_status_pages(connection, website_id)
+        # Its places on status pages go with it (written out: not every connection has
+        # SQLite's foreign keys on), and those pages move on. The monitor's row was taken
+        # first, the pages' after it: the order every writer follows.
+        await connection.execute(
+            delete(_status_page_monitors).where(places.website_id == website_id)
+        )
+        await bump_pages(connection, shown_on)
     return result.rowcount == 1
-
-
-async def _take_off_status_pages(connection: AsyncConnection, website_id: uuid.UUID) -> None:
-    """Remove the deleted monitor from the status pages that showed it, and bump them. Its
-    row is deleted first, so its lock is taken before the pages' (the order every writer
-    follows); the places are deleted here rather than left to the foreign key's cascade."""
-    places = _status_page_monitors.c
-    shown_on = await connection.scalars(
-        delete(_status_page_monitors)
-        .where(places.website_id == website_id)
-        .returning(places.status_page_id)
-    )
-    await bump_pages(connection, list(shown_on))
 
 
 async def _delete_written_meanwhile(
