@@ -5,7 +5,8 @@ A box is as wide as its text measured with the font-metrics table (badge_metrics
 from DejaVu Sans at 11 px) plus PADDING on each side, rounded up to a whole pixel.
 
 What a monitor's badge says (figures from runstate.history; no data is never shown as up):
-- status: up (bright green), down (red), paused or pending (no check yet), both grey;
+- status: up (bright green), down (red), paused, pending (no check yet) or unknown (no
+  check for STALE_AFTER_INTERVALS of the monitor's interval: the checks have stopped), grey;
 - uptime over a window: the percentage, cut (never rounded up) to two decimals, so that
   99.999 % reads 99.99 %, never 100 %; grey "no data" when the window has none;
 - response time over a window: the mean of the checks that measured one; grey "no data".
@@ -37,6 +38,9 @@ COLORS = {
     "lightgrey": "#9f9f9f",
 }
 PADDING = 5  # pixels on each side of a text
+# A status whose last check (or, never checked, the monitor's creation) is older than this
+# many of its intervals is unknown: the checks have stopped, the last status may be wrong.
+STALE_AFTER_INTERVALS = 3
 NO_DATA = "no data"
 
 # The lowest uptime (percent) of each colour, best first; below the last: red.
@@ -141,11 +145,17 @@ def endpoint_json(badge: Badge, *, is_error: bool = False) -> str:
 # --- what a monitor's badges say -------------------------------------------------------------
 
 
-def status_message(paused: bool, current_status: str | None) -> tuple[str, str]:
+def status_message(
+    paused: bool, current_status: str | None, *, stale: bool = False
+) -> tuple[str, str]:
     """(message, colour) of a monitor's status. Paused wins over the last status, which a
-    paused monitor no longer checks; no status yet is pending."""
+    paused monitor no longer checks; a status not checked again for too long (``stale``:
+    the checks have stopped) is unknown rather than the last one seen; no status yet is
+    pending."""
     if paused:
         return "paused", "lightgrey"
+    if stale:
+        return "unknown", "lightgrey"
     if current_status == "up":
         return "up", "brightgreen"
     if current_status == "down":

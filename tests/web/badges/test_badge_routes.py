@@ -167,17 +167,25 @@ def test_an_unknown_badge_name_is_a_404(api: ApiServer) -> None:
 @pytest.mark.parametrize(
     ("state", "shown"),
     [
-        ({"current_status": "up"}, ("up", "brightgreen")),
-        ({"current_status": "down"}, ("down", "red")),
+        ({"current_status": "up", "checked": 30}, ("up", "brightgreen")),
+        ({"current_status": "down", "checked": 30}, ("down", "red")),
         ({"current_status": None}, ("pending", "lightgrey")),
         ({"current_status": "down", "paused": True}, ("paused", "lightgrey")),
+        # No check for more than three intervals (60 s here): the checks have stopped.
+        ({"current_status": "up", "checked": 181}, ("unknown", "lightgrey")),
+        ({"current_status": None, "added": 600}, ("unknown", "lightgrey")),
+        ({"current_status": "up", "checked": 3600, "paused": True}, ("paused", "lightgrey")),
     ],
 )
 def test_the_status_badge_shows_the_monitors_status(
     api: ApiServer, state: dict[str, Any], shown: tuple[str, str]
 ) -> None:
     website_id, _ = _shown_monitor(api)
-    rows.set_website_state(api, website_id, **state)
+    values = dict(state)
+    for key, column in (("checked", "last_checked_at"), ("added", "time_added")):
+        if key in values:
+            values[column] = rows.seconds_ago(values.pop(key))
+    rows.set_website_state(api, website_id, **values)
     assert _texts(_svg(_get(api, f"/badge/{website_id}/status.svg"))) == ["status", shown[0]]
     assert _endpoint(_get(api, f"/badge/{website_id}/status.json")) == {
         "schemaVersion": 1,

@@ -155,6 +155,12 @@ def test_status_reads_up_down_paused_or_pending(
     assert status_message(paused, status) == shown
 
 
+def test_a_stale_status_is_unknown_unless_paused() -> None:
+    assert status_message(False, "up", stale=True) == ("unknown", "lightgrey")
+    assert status_message(False, None, stale=True) == ("unknown", "lightgrey")
+    assert status_message(True, "up", stale=True) == ("paused", "lightgrey")
+
+
 @pytest.mark.parametrize(
     ("percent", "text"),
     [

@@ -18,7 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -37,6 +37,7 @@ from runstate.storage.tables import (
     Website,
 )
 from runstate.web.badges import (
+    STALE_AFTER_INTERVALS,
     STYLES,
     Badge,
     Style,
@@ -135,9 +136,14 @@ def _public_monitor(website_id: uuid.UUID) -> Select[*tuple[Any, ...]]:
         StatusPage.id == StatusPageMonitor.status_page_id,
         StatusPage.is_public.is_(True),
     )
-    return select(Website.id, Website.paused, Website.current_status).where(
-        Website.id == website_id, on_a_public_page
-    )
+    checked = func.coalesce(Website.last_checked_at, Website.time_added)
+    return select(
+        Website.id,
+        Website.paused,
+        Website.current_status,
+        Website.interval_seconds,
+        checked.label("checked_at"),
+    ).where(Website.id == website_id, on_a_public_page)
 
 
 def _with_mean_response_time(
@@ -168,15 +174,20 @@ class Shown:
 
     paused: bool
     current_status: str | None
+    stale: bool
     uptime_percent: float | None = None
     mean_response_time_ms: float | None = None
 
 
+def _is_stale(checked_at: datetime, interval_seconds: int, now: datetime) -> bool:
+    return now - checked_at > timedelta(seconds=interval_seconds * STALE_AFTER_INTERVALS)
+
+
 async def read_shown(
-    session: AsyncSession, kind: str, website_id: uuid.UUID, span: Window | None
+    session: AsyncSession, kind: str, website_id: uuid.UUID, span: Window | None, now: datetime
 ) -> Shown | None:
-    """What the ``kind`` badge of a monitor shows over ``span`` (None for status), or None
-    when no public status page shows the monitor. One statement."""
+    """What the ``kind`` badge of a monitor shows at ``now`` over ``span`` (None for status),
+    or None when no public status page shows the monitor. One statement."""
     monitor = _public_monitor(website_id)
     if span is None:
         statement = monitor
@@ -188,7 +199,8 @@ async def read_shown(
     if not rows:
         return None
     row = rows[0]
-    shown = Shown(bool(row.paused), row.current_status)
+    stale = _is_stale(row.checked_at, row.interval_seconds, now)
+    shown = Shown(bool(row.paused), row.current_status, stale)
     if kind == "uptime":  # rounded as the uptime API shows it, so the two always agree
         return replace(shown, uptime_percent=uptime.figures_of(row).uptime_percent)
     if kind == "response-time" and row.timed_checks:
@@ -203,7 +215,7 @@ def compose(options: Options, shown: Shown) -> Badge:
     """The badge ``options`` ask for, saying what ``shown`` holds."""
     if options.kind == "status":
         label = "status"
-        message, color = status_message(shown.paused, shown.current_status)
+        message, color = status_message(shown.paused, shown.current_status, stale=shown.stale)
     elif options.kind == "uptime":
         label = f"uptime {options.window}"
         message, color = uptime_message(shown.uptime_percent)
@@ -258,9 +270,10 @@ async def badge(website_id: str, name: str, request: Request, state: StateDep) -
         kind, extension = _name(name)
         options = _options(kind, request.query_params)
         monitor_id = _website_id(website_id)
-        span = window(options.window, datetime.now(UTC)) if options.window else None
+        now = datetime.now(UTC)
+        span = window(options.window, now) if options.window else None
         async with state.sessions() as session:
-            shown = await read_shown(session, kind, monitor_id, span)
+            shown = await read_shown(session, kind, monitor_id, span, now)
         if shown is None:
             raise NOT_FOUND
     except BadgeRefused as refused:
