@@ -76,7 +76,9 @@ class BadgeRefused(Exception):
         self.message = message
 
 
-NOT_FOUND = BadgeRefused(404, "not found")
+def _not_found() -> BadgeRefused:
+    """The one refusal for every id without a badge: it must not tell them apart."""
+    return BadgeRefused(404, "not found")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def _name(name: str) -> tuple[str, str]:
     """(kind, format) of a badge's file name, e.g. ("uptime", "svg") for "uptime.svg"."""
     kind, _, extension = name.rpartition(".")
     if kind not in KINDS or extension not in MEDIA_TYPES:
-        raise NOT_FOUND
+        raise _not_found()
     return kind, extension
 
 
@@ -123,7 +125,7 @@ def _website_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise NOT_FOUND from None
+        raise _not_found() from None
 
 
 # --- the statement ---------------------------------------------------------------------------
@@ -275,7 +277,7 @@ async def badge(website_id: str, name: str, request: Request, state: StateDep) -
         async with state.sessions() as session:
             shown = await read_shown(session, kind, monitor_id, span, now)
         if shown is None:
-            raise NOT_FOUND
+            raise _not_found()
     except BadgeRefused as refused:
         return _refusal(refused, extension)
     return _answer(compose(options, shown), extension, request)
