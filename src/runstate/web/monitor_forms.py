@@ -90,11 +90,11 @@ def _schema_errors(exc: ValidationError) -> dict[str, str]:
 
 
 def problems_of(exc: ApiError, fields: tuple[str, ...], duplicate_field: str) -> FormProblems:
-    """An API refusal as form problems: "field: message" (the API's 422s) goes next to that
-    field; a duplicate (409) next to ``duplicate_field``; anything else (quota, rate limit)
-    above the form."""
+    """An API refusal as form problems: "field: message" (the API's 422s, and 409s that name
+    a field) goes next to that field; another duplicate (409) next to ``duplicate_field``;
+    anything else (quota, rate limit) above the form."""
     name, separator, message = exc.error.partition(": ")
-    if exc.status == 422 and separator and name in fields:
+    if exc.status in (409, 422) and separator and name in fields:
         return FormProblems({name: message})
     if exc.status == 409:
         return FormProblems({duplicate_field: exc.error})
