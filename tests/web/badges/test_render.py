@@ -98,6 +98,10 @@ def test_a_flat_badge_is_rounded_with_a_gradient_and_shadowed_text() -> None:
     assert root.find(f"{SVG}clipPath/{SVG}rect").get("rx") == "3"  # type: ignore[union-attr]
     assert root.find(f"{SVG}linearGradient") is not None
     assert len(root.findall(f".//{SVG}text")) == 4  # each text and its shadow
+    # Inline in one page, badges of other widths must not share the clip.
+    clip_id = f"r{root.get('width')}"
+    assert root.find(f"{SVG}clipPath").get("id") == clip_id  # type: ignore[union-attr]
+    assert root.find(f"{SVG}g").get("clip-path") == f"url(#{clip_id})"  # type: ignore[union-attr]
     assert f'fill="{COLORS["brightgreen"]}"' in svg
 
 
