@@ -1,0 +1,77 @@
+"""Fixtures of the browser tests: Debian's chromium through Playwright, `runstate up` on
+SQLite and on PostgreSQL, and a site to watch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.api.server import postgres_database
+from tests.web.browser.harness import (
+    SCREENSHOTS,
+    RunningSystem,
+    Target,
+    chromium_path,
+    running_system,
+)
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    executable = chromium_path()  # skips (or fails on CI) before anything starts
+    del executable
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Headless chromium, the one the system provides: Playwright never downloads one."""
+    launched = playwright.chromium.launch(
+        executable_path=chromium_path(), headless=True, args=["--no-sandbox"]
+    )
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSystem]:
+    """The whole of runstate in one process, on each database."""
+    backend: str = request.param
+    data_dir = tmp_path_factory.mktemp(f"runstate-{backend}")
+    if backend == "sqlite":
+        with running_system(backend, data_dir) as running:
+            yield running
+        return
+    admin_url: str = request.getfixturevalue("postgres_admin_url")
+    with (
+        postgres_database(admin_url) as database_url,
+        running_system(backend, data_dir, database_url) as running,
+    ):
+        yield running
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    site = Target()
+    yield site
+    site.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """Where this test saves its screenshots: test-artifacts/screenshots/<test>/<back end>/."""
+    test = str(request.node.originalname or request.node.name)
+    backend = getattr(request.node, "callspec", None)
+    folder = SCREENSHOTS / test
+    if backend is not None and "system" in backend.params:
+        folder = folder / str(backend.params["system"])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
