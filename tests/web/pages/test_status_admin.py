@@ -117,9 +117,10 @@ def test_bad_pages_are_refused_next_to_their_field_and_nothing_changes(api: ApiS
     page_id = _create(browser, _page_form(fresh, "Second", {stranger_monitor: ("", 1)}))
     assert _api_get(api, token, f"/status-pages/{page_id}")["groups"] == []
     bad_position = _page_form(f"third-{website_id[:8]}", "Third", {website_id: ("", 1)})
-    bad_position[f"position-{website_id}"] = "first"
-    answer = browser.post("/status-pages/new", bad_position)
-    assert "must be a whole number" in (field_error(answer.text, "page-monitors") or "")
+    for position in ("first", "--3", "1" * 40):
+        bad_position[f"position-{website_id}"] = position
+        answer = browser.post("/status-pages/new", bad_position)
+        assert "must be a whole number" in (field_error(answer.text, "page-monitors") or "")
     assert answer.status_code == 422
     listed = _api_get(api, token, "/status-pages")["status_pages"]
     assert [p["slug"] for p in listed] == [taken, fresh]
