@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy import ColumnElement, Select, Table, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runstate.storage.status_pages import bump_pages, delete_pages_of_owner
+from runstate.storage.status_pages import bump_pages
 from runstate.storage.tables import (
     AlertChannel,
     Base,
@@ -39,6 +39,7 @@ from runstate.storage.tables import (
     Incident,
     NotificationLog,
     RefreshToken,
+    StatusPage,
     StatusPageMonitor,
     User,
     Website,
@@ -57,6 +58,7 @@ _websites = _table(Website)
 _users = _table(User)
 _refresh_tokens = _table(RefreshToken)
 _alert_channels = _table(AlertChannel)
+_status_pages = _table(StatusPage)
 _status_page_monitors = _table(StatusPageMonitor)
 
 # What the pipeline writes for a monitor without a foreign key to it (no cascade).
@@ -115,12 +117,8 @@ async def delete_website(engine: AsyncEngine, website_id: uuid.UUID, batch_rows:
         )
         result = await connection.execute(delete(_websites).where(_websites.c.id == website_id))
         await _delete_written_meanwhile(connection, [website_id])
-        # Its places on status pages go with it (written out: not every connection has
-        # SQLite's foreign keys on), and those pages move on. The monitor's row was taken
-        # first, the pages' after it: the order every writer follows.
-        await connection.execute(
-            delete(_status_page_monitors).where(places.website_id == website_id)
-        )
+        # Its places on status pages went with it (the cascade); those pages move on. The
+        # monitor's row was taken first, the pages' after it: the order every writer follows.
         await bump_pages(connection, shown_on)
     return result.rowcount == 1
 
@@ -145,8 +143,8 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) 
     await delete_in_batches(
         engine, _refresh_tokens, _refresh_tokens.c.user_id == user_id, batch_rows
     )
-    async with engine.begin() as connection:  # its public pages go at once
-        await delete_pages_of_owner(connection, user_id)
+    # Its public pages go at once; the cascade takes their monitors' places and incidents.
+    await delete_in_batches(engine, _status_pages, _status_pages.c.user_id == user_id, batch_rows)
     async for website_id in _website_ids(engine, user_id, batch_rows):
         await delete_website(engine, website_id, batch_rows)
     await delete_in_batches(
@@ -160,7 +158,6 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID, batch_rows: int) 
         if connection.dialect.name == "postgresql":
             await connection.execute(added.with_for_update())
         await _delete_written_meanwhile(connection, added)
-        await delete_pages_of_owner(connection, user_id)  # any made meanwhile
         result = await connection.execute(delete(_users).where(_users.c.id == user_id))
     return result.rowcount == 1
 

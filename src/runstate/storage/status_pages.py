@@ -293,26 +293,16 @@ async def update_page(
 
 
 async def delete_page(session: AsyncSession, page: StatusPage) -> None:
-    """Delete the page with its monitors' places, incidents and updates."""
-    await _delete_pages(session, select(StatusPage.id).where(StatusPage.id == page.id))
-    session.expunge(page)
-
-
-async def delete_pages_of_owner(executor: Executor, owner_id: uuid.UUID) -> None:
-    """Delete every page of the owner, with what belongs to them."""
-    await _delete_pages(executor, select(StatusPage.id).where(StatusPage.user_id == owner_id))
-
-
-async def _delete_pages(executor: Executor, page_ids: Select[Any]) -> None:
-    """Delete the pages ``page_ids`` selects, children first: written out rather than left
-    to the foreign keys' cascades, which SQLite applies only on connections that ask."""
-    incidents = select(StatusPageIncident.id).where(StatusPageIncident.status_page_id.in_(page_ids))
-    await executor.execute(
+    """Delete the page with its monitors' places, incidents and updates (children first,
+    written out rather than left to the foreign keys' cascades)."""
+    incidents = select(StatusPageIncident.id).where(StatusPageIncident.status_page_id == page.id)
+    await session.execute(
         delete(StatusPageIncidentUpdate).where(StatusPageIncidentUpdate.incident_id.in_(incidents))
     )
     for table in (StatusPageIncident, StatusPageMonitor):
-        await executor.execute(delete(table).where(table.status_page_id.in_(page_ids)))
-    await executor.execute(delete(StatusPage).where(StatusPage.id.in_(page_ids)))
+        await session.execute(delete(table).where(table.status_page_id == page.id))
+    await session.delete(page)
+    await session.flush()
 
 
 async def groups_of_page(
