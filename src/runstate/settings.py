@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     MONITOR_CREATE_RATE_LIMIT: int = Field(default=60, ge=1, le=1_000_000)  # per user per minute
     MAX_REQUEST_BODY_BYTES: int = Field(default=64 * 1024, ge=1_024, le=1 << 30)
 
+    # Public status pages (runstate.web.status_cache): how long a rendered page is served
+    # without asking the database (at most its max-age of 30 s), and after how many of its
+    # monitors' check intervals without a check its data is shown as stale.
+    STATUS_PAGE_REVALIDATE_SECONDS: Annotated[float, Field(gt=0, le=30)] = 10.0
+    STATUS_PAGE_STALE_INTERVALS: Annotated[float, Field(ge=1, le=1_000)] = 3.0
+
     MIN_CHECK_INTERVAL_SECONDS: int = Field(default=30, ge=1, le=86_400)
     ALLOW_PRIVATE_TARGETS: bool = False
 
