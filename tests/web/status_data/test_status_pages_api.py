@@ -399,3 +399,26 @@ def test_max_status_pages_per_user_is_a_403_naming_it_and_admins_are_exempt(
         admin = Account(server, server.admin_token())
         admin.page()
         admin.page()
+
+
+def test_a_null_where_a_value_is_needed_is_a_422_and_changes_nothing(account: Account) -> None:
+    page = account.page()
+    for field in ("slug", "title", "public"):
+        answer = account.client.patch(f"/status-pages/{page['id']}", json={field: None})
+        assert_refused(answer, 422, field)
+    both = account.client.patch(
+        f"/status-pages/{page['id']}", json={"website_ids": [], "groups": []}
+    )
+    assert_refused(both, 422, "body")
+    assert account.version(page["id"]) == 1
+
+
+def test_the_openapi_document_lists_the_status_page_routes(api: ApiServer) -> None:
+    document = httpx.get(f"{api.base_url}/openapi.json", timeout=30).json()
+    for path in (
+        "/api/v1/status-pages",
+        "/api/v1/status-pages/{page_id}",
+        "/api/v1/status-pages/{page_id}/incidents",
+        "/api/v1/status-pages/{page_id}/incidents/{incident_id}/updates",
+    ):
+        assert path in document["paths"], path
