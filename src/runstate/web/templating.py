@@ -53,12 +53,12 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
 
 
 def iso_utc(moment: datetime | None) -> str:
-    """``moment`` as ISO 8601 in UTC, for `<time datetime>` and titles."""
+    """``moment`` as ISO 8601 in UTC (``2026-12-01T08:05:00Z``), for `<time datetime>`."""
     if moment is None:
         return ""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 environment.filters.update(
