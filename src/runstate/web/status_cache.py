@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Scope, Send
 
 from runstate.storage.status_pages import SLUG_MAX, SLUG_MIN, SLUG_PATTERN
-from runstate.web.status_data import PageData, PageState, load_page, page_state
+from runstate.web.status_data import PageData, PageState, PastBars, load_page, page_state
 from runstate.web.status_render import (
     ORIGIN,
     render_feed,
@@ -137,6 +137,7 @@ class StatusPages:
         self.revalidate_seconds = revalidate_seconds
         self.stale_intervals = stale_intervals
         self._entries: dict[str, _Entry] = {}
+        self._past_bars = PastBars()
 
     def hit(self, slug: str, kind: str) -> Rendered | None:
         """The rendered ``kind`` of ``slug`` if it may be sent without asking the database:
@@ -179,10 +180,10 @@ class StatusPages:
         try:
             async with self._sessions()() as session:
                 state = await page_state(session, slug, self.stale_intervals)
-                self._accept(entry, state)
-                if kind not in entry.rendered and entry.state is not None:
-                    rendering = True
-                    await self._render(session, entry, kind)
+            self._accept(entry, state)
+            if kind not in entry.rendered and entry.state is not None:
+                rendering = True
+                await self._render(entry, kind)
         except (SQLAlchemyError, OSError) as exc:
             entry.checked_at = time.monotonic()  # ask again only after another interval
             if kind in entry.rendered:
@@ -213,10 +214,10 @@ class StatusPages:
         entry.stale_after = math.inf if after is None else after.timestamp()
         entry.checked_at = time.monotonic()
 
-    async def _render(self, session: AsyncSession, entry: _Entry, kind: str) -> None:
+    async def _render(self, entry: _Entry, kind: str) -> None:
         assert entry.state is not None
         if entry.data is None:
-            data = await load_page(session, entry.state)
+            data = await load_page(self._sessions(), entry.state, self._past_bars)
             if data is None:
                 entry.state, entry.rendered = None, dict(NOT_FOUND)
                 return

@@ -9,19 +9,20 @@ version and the moment its data goes stale."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from runstate.history.bars import BarDay, daily_bars
+from runstate.history.bars import Bar, daily_bars
 from runstate.history.sql import epoch_seconds, rows_of
 from runstate.history.uptime import figure_dicts, windows_statement
-from runstate.history.windows import EPOCH, window
+from runstate.history.windows import DAY, EPOCH, floor_day, window
 from runstate.storage.status_pages import updates_of_incidents
 from runstate.storage.tables import (
     Incident,
@@ -69,7 +70,7 @@ class MonitorView:
     status_changed_at: datetime | None
     created_at: datetime
     uptime: list[Uptime]
-    bar: list[BarDay]
+    bar: Bar | None  # None: the monitor went while the page was read
 
 
 @dataclass(frozen=True)
@@ -198,24 +199,45 @@ def _status_of(current_status: str | None, paused: bool) -> str:
     return current_status if current_status in ("up", "down") else "unknown"
 
 
-async def _monitors(session: AsyncSession, page_id: uuid.UUID, now: datetime) -> list[MonitorView]:
+_Work = Callable[[AsyncSession], Awaitable[Any]]
+
+
+async def _each_in_a_session(
+    sessions: async_sessionmaker[AsyncSession], *works: _Work
+) -> list[Any]:
+    """Run ``works`` at once, each on a connection of its own: the database works on the
+    uptime and the bars side by side, and the page waits for the longer, not the sum."""
+
+    async def run(work: _Work) -> Any:
+        async with sessions() as session:
+            return await work(session)
+
+    return list(await asyncio.gather(*(run(work) for work in works)))
+
+
+async def _monitor_rows(session: AsyncSession, page_id: uuid.UUID) -> Sequence[Any]:
     m, w = StatusPageMonitor, Website
-    ids = _monitors_of(page_id)
-    rows = await rows_of(
+    return await rows_of(
         session,
         select(
-            w.id, w.name, w.url, m.group_name, m.position, w.current_status, w.paused,
+            w.id, w.name, m.group_name, m.position, w.current_status, w.paused,
             w.status_changed_at, w.time_added,
         )
         .join(m, and_(m.website_id == w.id, m.status_page_id == page_id))
         .order_by(m.position, w.time_added, w.id),
     )  # fmt: skip
+
+
+async def _uptime(
+    session: AsyncSession, page_id: uuid.UUID, now: datetime
+) -> dict[uuid.UUID, list[Uptime]]:
+    """Each monitor's uptime over UPTIME_WINDOWS, in that order (one statement)."""
+    w = Website
     windows = [window(name, now) for name in UPTIME_WINDOWS]
-    uptime_rows = await rows_of(
-        session, windows_statement(select(w.id).where(w.id.in_(ids)), windows)
-    )
+    statement = windows_statement(select(w.id).where(w.id.in_(_monitors_of(page_id))), windows)
+    rows = await rows_of(session, statement)
     uptime: dict[uuid.UUID, list[Uptime]] = {}
-    for row, figures in zip(uptime_rows, figure_dicts(uptime_rows), strict=True):
+    for row, figures in zip(rows, figure_dicts(rows), strict=True):
         uptime.setdefault(row.id, []).append(
             Uptime(
                 row.period,
@@ -225,7 +247,12 @@ async def _monitors(session: AsyncSession, page_id: uuid.UUID, now: datetime) ->
             )
         )
     order = {name: n for n, name in enumerate(UPTIME_WINDOWS)}
-    bars = await daily_bars(session, ids, BAR_DAYS, now)
+    return {key: sorted(found, key=lambda u: order[u.window]) for key, found in uptime.items()}
+
+
+def _monitor_views(
+    rows: Sequence[Any], uptime: dict[uuid.UUID, list[Uptime]], bars: dict[uuid.UUID, Bar]
+) -> list[MonitorView]:
     return [
         MonitorView(
             id=r.id,
@@ -236,8 +263,8 @@ async def _monitors(session: AsyncSession, page_id: uuid.UUID, now: datetime) ->
             status=_status_of(r.current_status, r.paused),
             status_changed_at=r.status_changed_at,
             created_at=r.time_added,
-            uptime=sorted(uptime.get(r.id, []), key=lambda u: order[u.window]),
-            bar=bars.get(r.id, []),
+            uptime=uptime.get(r.id, []),
+            bar=bars.get(r.id),
         )
         for r in rows
     ]
@@ -300,16 +327,96 @@ async def _outages(session: AsyncSession, page_id: uuid.UUID, now: datetime) -> 
     return [Outage(r.id, r.name or "Unnamed monitor", r.started_at, r.resolved_at) for r in rows]
 
 
+class PastBars:
+    """The settled days of each page's bars, kept for the UTC day.
+
+    A day that is over does not change: its incidents, pauses and rollups are written by
+    then (its incidents' parts before midnight included, open or not). So the bars are read
+    whole once a day per page (one statement), and each later rendering reads only the days
+    not settled yet, today's (one statement over a day of rollups). A day counts as settled
+    SETTLE after it ends, for the checks and incidents written a little late."""
+
+    SETTLE = timedelta(minutes=15)
+    MAX_PAGES = 1_000
+
+    def __init__(self) -> None:
+        # page id -> (first day, first unsettled day, each monitor's settled days)
+        self._kept: dict[uuid.UUID, tuple[datetime, datetime, dict[uuid.UUID, Bar]]] = {}
+
+    def _unsettled_from(self, now: datetime) -> datetime:
+        today = floor_day(now)
+        return today - DAY if now - today < self.SETTLE else today
+
+    async def bars(
+        self, session: AsyncSession, page_id: uuid.UUID, now: datetime
+    ) -> dict[uuid.UUID, Bar]:
+        """The page's monitors' bars of BAR_DAYS days ending today."""
+        first_day = floor_day(now) - (BAR_DAYS - 1) * DAY
+        unsettled = self._unsettled_from(now)
+        settled_days = (unsettled - first_day) // DAY
+        kept = self._kept.get(page_id)
+        if kept is None or kept[:2] != (first_day, unsettled):
+            whole = await daily_bars(session, _monitors_of(page_id), BAR_DAYS, now)
+            self._keep(page_id, first_day, unsettled, whole, settled_days)
+            return whole
+        settled = kept[2]
+        ids = [
+            i for (i,) in (await session.execute(_monitors_of(page_id))).all() if i not in settled
+        ]
+        if ids:  # monitors added to the page since: their whole bars
+            whole = await daily_bars(
+                session, select(Website.id).where(Website.id.in_(ids)), BAR_DAYS, now
+            )
+            settled.update((i, bar.head(settled_days)) for i, bar in whole.items())
+        live = await daily_bars(session, _monitors_of(page_id), BAR_DAYS - settled_days, now)
+        return {i: settled[i].then(bar) for i, bar in live.items() if i in settled}
+
+    def _keep(
+        self,
+        page_id: uuid.UUID,
+        first_day: datetime,
+        unsettled: datetime,
+        whole: dict[uuid.UUID, Bar],
+        settled_days: int,
+    ) -> None:
+        if page_id not in self._kept and len(self._kept) >= self.MAX_PAGES:
+            del self._kept[next(iter(self._kept))]
+        settled = {i: bar.head(settled_days) for i, bar in whole.items()}
+        self._kept[page_id] = (first_day, unsettled, settled)
+
+
 async def load_page(
-    session: AsyncSession, state: PageState, now: datetime | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    state: PageState,
+    past_bars: PastBars,
+    now: datetime | None = None,
 ) -> PageData | None:
     """Everything the public page of ``state`` shows, as of ``now``; None when the page has
     gone (or stopped being public) since ``state`` was read."""
     now = now or datetime.now(UTC)
-    page = await session.get(StatusPage, state.page_id)
-    if page is None or not page.is_public:
+    page_id = state.page_id
+
+    async def page_and_incidents(session: AsyncSession) -> Any:
+        page = await session.get(StatusPage, page_id)
+        if page is None or not page.is_public:
+            return None
+        return (
+            page,
+            await _monitor_rows(session, page_id),
+            await _posted_incidents(session, page_id, now),
+            await _outages(session, page_id, now),
+        )
+
+    async def bars(session: AsyncSession) -> dict[uuid.UUID, Bar]:
+        return await past_bars.bars(session, page_id, now)
+
+    async def uptime(session: AsyncSession) -> dict[uuid.UUID, list[Uptime]]:
+        return await _uptime(session, page_id, now)
+
+    found, uptime_of, bars_of = await _each_in_a_session(sessions, page_and_incidents, uptime, bars)
+    if found is None:
         return None
-    monitors = await _monitors(session, page.id, now)
+    page, rows, incidents, outages = found
     return PageData(
         id=page.id,
         slug=page.slug,
@@ -321,7 +428,7 @@ async def load_page(
         updated_at=page.updated_at,
         now=now,
         stale=state.is_stale(now),
-        groups=_grouped(monitors),
-        incidents=await _posted_incidents(session, page.id, now),
-        outages=await _outages(session, page.id, now),
+        groups=_grouped(_monitor_views(rows, uptime_of, bars_of)),
+        incidents=incidents,
+        outages=outages,
     )

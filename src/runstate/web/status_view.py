@@ -6,11 +6,12 @@ names that summary.json uses."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import groupby
 
-from runstate.history.bars import BarDay, DayKind
+from runstate.history.bars import Bar, BarDay, DayKind
 from runstate.web.status_data import MonitorView, PageData, PostedIncident
 
 # The CSS class of each kind of day (short: there are tens of thousands of them).
@@ -105,40 +106,42 @@ def _no_data_label(first: date, last: date) -> str:
     return f"{day_text(first)} to {day_text(last)}: no data"
 
 
-def bar_segments(bar: Sequence[BarDay]) -> list[Segment]:
+def bar_segments(bar: Bar | None) -> list[Segment]:
     """The bar as runs: up days, and days with nothing to watch, merge with their like
     neighbours; days without data merge into one focusable run; every day with downtime or
     missing data is a focusable segment of its own."""
+    if bar is None:
+        return []
     segments: list[Segment] = []
     n = 0
-    while n < len(bar):
-        kind = bar[n].kind
-        if kind in (DayKind.UP, DayKind.NONE, DayKind.NO_DATA):
-            end = n
-            while end + 1 < len(bar) and bar[end + 1].kind is kind:
-                end += 1
-            label = _no_data_label(bar[n].date, bar[end].date) if kind is DayKind.NO_DATA else None
-            segments.append(Segment(DAY_CLASSES[kind], end - n + 1, label))
-            n = end + 1
+    kinds = bar.kinds
+    for kind, run in groupby(kinds):
+        length = len(list(run))
+        if kind in (DayKind.UP, DayKind.NONE):
+            segments.append(Segment(DAY_CLASSES[kind], length, None))
+        elif kind is DayKind.NO_DATA:
+            label = _no_data_label(bar.dates[n], bar.dates[n + length - 1])
+            segments.append(Segment(DAY_CLASSES[kind], length, label))
         else:
-            segments.append(Segment(DAY_CLASSES[kind], 1, _bad_day_label(bar[n])))
-            n += 1
+            segments.extend(
+                Segment(DAY_CLASSES[kind], 1, _bad_day_label(bar.details[d]))
+                for d in range(n, n + length)
+            )
+        n += length
     return segments
 
 
 def bar_summary(monitor: MonitorView) -> str:
     """The bar's accessible name: what its days add up to."""
-    counts = {kind: 0 for kind in DayKind}
-    for day in monitor.bar:
-        counts[day.kind] += 1
-    parts = [f"{counts[DayKind.UP]} operational"]
-    downtime = counts[DayKind.DOWN] + counts[DayKind.DEGRADED]
+    kinds = monitor.bar.kinds if monitor.bar else []
+    parts = [f"{kinds.count(DayKind.UP)} operational"]
+    downtime = kinds.count(DayKind.DOWN) + kinds.count(DayKind.DEGRADED)
     if downtime:
         parts.append(f"{downtime} with downtime")
-    missing = counts[DayKind.NO_DATA] + counts[DayKind.PARTIAL_DATA]
+    missing = kinds.count(DayKind.NO_DATA) + kinds.count(DayKind.PARTIAL_DATA)
     if missing:
         parts.append(f"{missing} without full data")
-    return f"{monitor.name}, last {len(monitor.bar)} days: {', '.join(parts)}"
+    return f"{monitor.name}, last {len(kinds)} days: {', '.join(parts)}"
 
 
 def indicator(page: PageData) -> str:
