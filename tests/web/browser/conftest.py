@@ -3,6 +3,7 @@ SQLite and on PostgreSQL, and a site to watch."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,5 +74,19 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
     folder = SCREENSHOTS / test
     if backend is not None and "system" in backend.params:
         folder = folder / str(backend.params["system"])
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # only this run's pictures, none left over
+    folder.mkdir(parents=True)
     return folder
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test, so that its fixtures know it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    report = getattr(request.node, "report_call", None)
+    return report is None or report.failed

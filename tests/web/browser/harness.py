@@ -3,6 +3,7 @@ process (`runstate up`), and a loopback HTTP site that can be switched to failin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import BrowserContext
+from playwright.sync_api import Error as PlaywrightError
 
 from runstate.settings import SECRET_SETTINGS, Settings
 
@@ -121,6 +124,8 @@ def _environment(data_dir: Path, port: int, database_url: str | None) -> dict[st
         ALLOW_PRIVATE_TARGETS="true",
         # A monitor checked every second or two, and found as soon as it is due.
         MIN_CHECK_INTERVAL_SECONDS="1",
+        # The public page asks the database whether it changed at most once a second.
+        STATUS_PAGE_REVALIDATE_SECONDS="1",
         SCHEDULER_POLL_SECONDS="0.2",
         SIGNUP_ENABLED="true",
         # The test's browser signs in many times from one address.
@@ -175,3 +180,11 @@ def running_system(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def shoot_every_tab(context: BrowserContext, prefix: Path) -> None:
+    """A screenshot of every tab of ``context`` as it is now: what a failed test leaves
+    behind to show where it stopped (``<prefix>-<n>.png``)."""
+    for number, page in enumerate(context.pages, 1):
+        with contextlib.suppress(PlaywrightError):
+            page.screenshot(path=f"{prefix}-{number}.png", full_page=True)

@@ -34,14 +34,16 @@ class NewUser:
 
     def __post_init__(self) -> None:
         self.page: Page = self.context.new_page()
+        self.dashboard: Page = self.page  # its own tab from step 1 on
 
     def url(self, path: str) -> str:
         return f"{self.system.base_url}{path}"
 
-    def shoot(self, step: str, page: Page | None = None) -> Path:
-        """Save the whole page as ``<step>.png``: the artefact a reviewer looks at."""
+    def shoot(self, step: str, page: Page | None = None, full_page: bool = True) -> Path:
+        """Save the page (the whole of it, or what the window shows of a document that is not
+        HTML) as ``<step>.png``: the artefact a reviewer looks at."""
         path = self.screenshots / f"{step}.png"
-        (page or self.page).screenshot(path=path, full_page=True)
+        (page or self.page).screenshot(path=path, full_page=full_page)
         self.shots.append(path)
         return path
 
@@ -67,6 +69,9 @@ class NewUser:
         page = self.page
         page.get_by_role("link", name="Add a monitor").first.click()
         expect(page.get_by_role("heading", name="Add a monitor")).to_be_visible()
+        # The field's limits reach the browser as attributes it understands.
+        expect(page.get_by_label("URL")).to_have_attribute("maxlength", "2048")
+        expect(page.get_by_label("URL")).to_have_attribute("autocomplete", "url")
         page.get_by_label("URL").fill(self.target.url)
         page.get_by_label("Name").fill(self.monitor_name)
         page.get_by_label("Check every (seconds)").fill(str(CHECK_INTERVAL_SECONDS))
@@ -81,19 +86,69 @@ class NewUser:
         self.shoot("01-monitor-detail-new")
 
     def monitor_row(self) -> Locator:
-        """The monitor's row in the dashboard's list."""
-        return self.page.locator("#monitor-rows tr", has_text=self.monitor_name)
+        """The monitor's row in the list of the dashboard's tab."""
+        return self.dashboard.locator("#monitor-rows tr", has_text=self.monitor_name)
 
-    def sees_it_up_without_reloading(self) -> None:
-        """The list opened right after adding shows the monitor pending (no check yet, or
-        already up); the live refresh turns it UP while the page stays the same document."""
-        page = self.page
-        page.goto(self.url("/"))
-        row = self.monitor_row()
-        expect(row).to_have_count(1)
+    def opens_the_list_and_sees_it_up(self) -> None:
+        """In a second tab, the list shows the monitor pending (no check yet) or already up;
+        the live refresh turns it UP while the tab stays the same document, and the tab
+        stays open, never reloaded, for the rest of the scenario."""
+        self.dashboard = self.context.new_page()
+        self.dashboard.goto(self.url("/"))
+        expect(self.monitor_row()).to_have_count(1)
         # A mark on this document: a reload or a navigation would wipe it.
-        page.evaluate("window.sameDocument = true")
-        expect(row.locator(".status")).to_have_text("Up", timeout=PIPELINE_WAIT_MS)
+        self.dashboard.evaluate("window.sameDocument = true")
+        self.sees_the_list_say("Up", re.compile(r"^Monitors"))
+        self.shoot("01-dashboard-up", self.dashboard)
+
+    # --- step 2 ------------------------------------------------------------------------------
+
+    def creates_a_status_page(self, slug: str, title: str, group: str) -> None:
+        """Through the form: an address, a title, and the monitor ticked into a group."""
+        page = self.page
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Status pages").click()
+        page.get_by_role("link", name="New status page").click()
+        expect(page.get_by_role("heading", name="New status page")).to_be_visible()
+        page.get_by_label("Address", exact=True).fill(slug)
+        page.get_by_label("Title", exact=True).fill(title)
+        expect(page.get_by_label("Public")).to_be_checked()
+        page.get_by_label(self.monitor_name, exact=True).check()
+        page.get_by_label(f"Group of {self.monitor_name}").fill(group)
+        self.shoot("02-new-status-page-form")
+        page.get_by_role("button", name="Create status page").click()
+        expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+        expect(page.get_by_role("link", name=f"/status/{slug}")).to_be_visible()
+        self.shoot("02-status-page-manage")
+
+    # --- steps 3 and 5 -----------------------------------------------------------------------
+
+    def sees_the_list_say(self, status: str, title: re.Pattern[str]) -> None:
+        """The list, never reloaded since step 1, shows the monitor as ``status`` and the tab's
+        title matches ``title``."""
+        page = self.dashboard
+        expect(self.monitor_row().locator(".status")).to_have_text(status, timeout=PIPELINE_WAIT_MS)
+        expect(page).to_have_title(title)
         assert page.evaluate("window.sameDocument === true"), "the list was reloaded"
-        expect(page).not_to_have_title(re.compile(r"down"))
-        self.shoot("01-dashboard-up")
+
+    # --- step 4 ------------------------------------------------------------------------------
+
+    def posts_an_incident(self, title: str, body: str) -> None:
+        page = self.page
+        form = page.get_by_role("form", name="New incident")
+        form.get_by_label("Title").fill(title)
+        form.get_by_label("Impact").select_option("major")
+        form.get_by_label("Status").select_option("investigating")
+        form.get_by_label("Message").fill(body)
+        form.get_by_role("button", name="Post incident").click()
+        expect(self.incident(title)).to_contain_text(body)
+
+    def incident(self, title: str) -> Locator:
+        return self.page.get_by_role("article", name=title)
+
+    def posts_an_update(self, title: str, status: str, body: str) -> None:
+        incident = self.incident(title)
+        incident.get_by_text("Post an update").click()
+        incident.get_by_label("Status").select_option(status)
+        incident.get_by_label("Message").fill(body)
+        incident.get_by_role("button", name="Post update").click()
+        expect(self.incident(title)).to_contain_text(body)
