@@ -101,7 +101,7 @@ def decode(cursor: str, list_name: str, tiebreak: type[Tiebreak]) -> tuple[datet
 def after(
     moment_column: InstrumentedAttribute[datetime],
     tiebreak_column: InstrumentedAttribute[Any],
-    position: tuple[datetime, Any],
+    position: tuple[datetime | ColumnElement[datetime], Any],
     *,
     descending: bool,
 ) -> ColumnElement[bool]:

@@ -122,6 +122,50 @@ def bound_values(**moments: datetime) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class BoundWindow:
+    """The window ``name`` with its moments bound when the statement runs, so that the
+    statement can be built once (values from :func:`bound_window_values`)."""
+
+    name: str
+
+    @property
+    def hourly(self) -> bool:
+        return self.name == "24h"
+
+    @property
+    def since(self) -> Bound:
+        return Bound(f"since_{self.name}")
+
+    @property
+    def until(self) -> Bound:
+        return Bound("now")
+
+
+AnyWindow = Window | BoundWindow
+
+# The moments of a statement of BoundWindows besides each window's start: where its
+# periods start (lo), where each table's start, and today's day (running totals).
+_LO, _TODAY = Bound("lo"), Bound("today")
+
+
+def _lo_of(hourly: bool) -> Bound:
+    return Bound("lo_hourly" if hourly else "lo_daily")
+
+
+def bound_window_values(names: Sequence[str], now: datetime) -> dict[str, Any]:
+    """The parameters of a statement of the BoundWindows ``names``, ending at ``now``."""
+    spans = [window(name, now) for name in names]
+    moments = {"now": now, _LO.name: min(w.since for w in spans), _TODAY.name: floor_day(now)}
+    for span in spans:
+        moments[BoundWindow(span.name).since.name] = span.since
+    for hourly in (True, False):
+        starts = [w.since for w in spans if w.hourly == hourly]
+        if starts:
+            moments[_lo_of(hourly).name] = min(starts)
+    return bound_values(**moments)
+
+
+@dataclass(frozen=True)
 class Figures:
     """What one monitor's period adds up to (see the module's definitions)."""
 
@@ -142,12 +186,12 @@ def _monitors(query: Select[*tuple[Any, ...]]) -> CTE:
     return query.add_columns(epoch_seconds(Website.time_added).label("added_s")).cte("monitors")
 
 
-def _window_periods(windows: Sequence[Window]) -> CTE:
+def _window_periods(windows: Sequence[AnyWindow]) -> CTE:
     rows = [
         select(
             literal(w.name, String()).label("key"),
-            seconds(epoch(w.since)).label("since_s"),
-            seconds(epoch(w.until)).label("until_s"),
+            _s(w.since).label("since_s"),
+            _s(w.until).label("until_s"),
             literal(w.hourly, Boolean()).label("hourly"),
         )
         for w in windows
@@ -265,14 +309,14 @@ def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[A
     where one is missing (a monitor added since, no check yet today) is the nearest row
     looked up, one probe of the primary key each: COALESCE evaluates that lookup only then.
     """
-    if isinstance(source.lo, Bound) or isinstance(source.hi, Bound):
-        raise TypeError("running totals read the days of moments known when built")
-    lo, hi = source.lo, source.hi
+    # The window's first day, and today: a bound window's are parameters.
+    lo = _at(source.lo)
+    today = _at(_TODAY) if isinstance(source.hi, Bound) else floor_day(source.hi)
     d = DailyRollup
     region = select(Region.id).subquery("region")
     first_day, last_day = aliased(DailyRollup), aliased(DailyRollup)
 
-    def on_day(row: type[DailyRollup], day: datetime) -> ColumnElement[bool]:
+    def on_day(row: type[DailyRollup], day: Any) -> ColumnElement[bool]:
         return and_(
             row.website_id == monitors.c.id,
             row.region_id == region.c.id,
@@ -282,8 +326,8 @@ def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[A
     in_period = (
         d.website_id == monitors.c.id,
         d.region_id == region.c.id,
-        d.bucket_start >= source.lo,
-        d.bucket_start < source.hi,
+        d.bucket_start >= lo,
+        d.bucket_start < _at(source.hi),
     )
 
     def first(column: str) -> ColumnElement[Any]:
@@ -312,7 +356,7 @@ def _region_sums_from_running_totals(source: _Source, monitors: CTE) -> Select[A
         sums.select_from(monitors)
         .join(region, true())
         .outerjoin(first_day, on_day(first_day, lo))
-        .outerjoin(last_day, on_day(last_day, floor_day(hi)))
+        .outerjoin(last_day, on_day(last_day, today))
         .where(first("checks").is_not(None))  # no row in the period: nothing to sum
     )
 
@@ -520,7 +564,7 @@ def figure_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 def windows_statement(
     monitors_query: Select[*tuple[Any, ...]],
-    windows: Sequence[Window],
+    windows: Sequence[Window] | Sequence[BoundWindow],
     *,
     every_monitor: bool = False,
     website_id: uuid.UUID | None = None,
@@ -532,9 +576,11 @@ def windows_statement(
     the query selects all monitors (the rollups are then summed without a filter);
     ``website_id`` that it selects that one. ``running_totals`` sums a single window of
     days from the daily rollups' running totals (PostgreSQL: it needs LATERAL), which reads
-    two rows per monitor instead of one per day."""
-    now = windows[0].until
-    lo = min(w.since for w in windows)
+    two rows per monitor instead of one per day. With BoundWindows, the statement takes
+    its moments as parameters (bound_window_values): it can be built once and kept."""
+    bound = isinstance(windows[0], BoundWindow)
+    now: Moment = windows[0].until
+    lo: Moment = _LO if bound else min(w.since for w in windows if isinstance(w, Window))
     monitors = _monitors(monitors_query)
     periods = _window_periods(windows)
     monitor_ids: uuid.UUID | Select[Any] | None = website_id
@@ -545,7 +591,9 @@ def windows_statement(
         chosen = [w for w in windows if w.hourly == hourly]
         if chosen:
             key = chosen[0].name if len(chosen) == 1 else None
-            lo_of_table = min(w.since for w in chosen)
+            lo_of_table: Moment = (
+                _lo_of(hourly) if bound else min(w.since for w in chosen if isinstance(w, Window))
+            )
             totals = running_totals and table is DailyRollup
             sources.append(_Source(table, lo_of_table, now, key, monitor_ids, None, totals))
     rollups = _rollups(sources, monitors, periods)

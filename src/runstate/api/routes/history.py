@@ -9,12 +9,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import Select, Uuid, bindparam, select
 
 from runstate.api import cursors
 from runstate.api.deps import CurrentUser, SessionDep
@@ -35,7 +36,7 @@ from runstate.api.routes.websites import as_utc, owned_website
 from runstate.api.schemas import ResponseTimePoint, ResponseTimesPublic
 from runstate.history import response_times, uptime, windows
 from runstate.history.sql import rows_of
-from runstate.storage.tables import Website, WebsiteCheck
+from runstate.storage.tables import UtcDateTime, Website, WebsiteCheck
 
 router = APIRouter(prefix=API_PREFIX, tags=["history"])
 
@@ -213,27 +214,19 @@ async def uptime_list(
 ) -> Response:
     """The uptime over ``window`` of each of the caller's monitors (ADMIN: all), oldest first
     (`time_added`, then `id`); without `limit`, all of them and no `next_cursor`."""
-    query = select(
-        Website.id, Website.time_added, Website.name, Website.url, Website.current_status
+    position = None if cursor is None else cursors.decode(cursor, "uptime", uuid.UUID)
+    admin = user.role == "ADMIN"
+    running_totals = session.get_bind().dialect.name == "postgresql"
+    statement = _uptime_list_statement(
+        window, admin, position is not None, limit is not None, running_totals
     )
-    if user.role != "ADMIN":
-        query = query.where(Website.user_id == user.id)
-    if cursor is not None:
-        position = cursors.decode(cursor, "uptime", uuid.UUID)
-        query = query.where(
-            cursors.after(Website.time_added, Website.id, position, descending=False)
-        )
-    if limit is not None:  # the page's monitors; the answer is in this order in any case
-        query = query.order_by(Website.time_added, Website.id).limit(limit + 1)
-    span = windows.window(window, datetime.now(UTC))
-    every_monitor = user.role == "ADMIN" and cursor is None and limit is None
-    statement = uptime.windows_statement(
-        query,
-        [span],
-        every_monitor=every_monitor,
-        running_totals=session.get_bind().dialect.name == "postgresql",
-    )
-    rows = await rows_of(session, statement)
+    now = datetime.now(UTC)
+    span = windows.window(window, now)
+    values = uptime.bound_window_values([window], now)
+    values.update(user_id=user.id, limit=None if limit is None else limit + 1)
+    if position is not None:
+        values.update(after_time=position[0], after_id=position[1])
+    rows = await rows_of(session, statement, values)
     shown, next_cursor = cursors.page(rows, limit, "uptime", _row_key)
     listed: Sequence[Any] = shown
     # Thousands of monitors: each row goes straight to JSON. A model per monitor, validated
@@ -261,6 +254,35 @@ async def uptime_list(
 
 
 _JSON_TIME = TypeAdapter(datetime)
+
+
+@lru_cache(maxsize=32)
+def _uptime_list_statement(
+    window: str, admin: bool, after_cursor: bool, paged: bool, running_totals: bool
+) -> Select[Any]:
+    """The uptime list's statement, built once for each shape of request: its user, cursor,
+    limit and moments are parameters. Over 10,000 monitors building it cost ~10 ms."""
+    query = select(
+        Website.id, Website.time_added, Website.name, Website.url, Website.current_status
+    )
+    if not admin:
+        query = query.where(Website.user_id == bindparam("user_id", type_=Uuid()))
+    if after_cursor:
+        position = (
+            bindparam("after_time", type_=UtcDateTime()),
+            bindparam("after_id", type_=Uuid()),
+        )
+        query = query.where(
+            cursors.after(Website.time_added, Website.id, position, descending=False)
+        )
+    if paged:  # the page's monitors; the answer is in this order in any case
+        query = query.order_by(Website.time_added, Website.id).limit(bindparam("limit"))
+    return uptime.windows_statement(
+        query,
+        [uptime.BoundWindow(window)],
+        every_monitor=admin and not after_cursor and not paged,
+        running_totals=running_totals,
+    )
 
 
 def _row_key(row: Any) -> tuple[datetime, uuid.UUID]:

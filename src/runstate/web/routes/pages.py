@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Row, Select, case, func, or_, select, text
+from sqlalchemy import ColumnElement, Row, Select, bindparam, case, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +20,7 @@ from runstate.api.deps import SessionDep, StateDep, count_failed_signin, limit_b
 from runstate.api.envelope import ApiError
 from runstate.api.schemas import SignupRequest
 from runstate.auth.passwords import hash_password, verify_and_rehash
-from runstate.history import uptime, windows
+from runstate.history import uptime
 from runstate.history.sql import rows_of
 from runstate.storage.tables import User, Website
 from runstate.web.pages_common import PageRoute, fragment, page, redirect
@@ -293,8 +294,10 @@ async def _page_ids(session: AsyncSession, user_id: uuid.UUID, query: ListQuery)
     return list(found)
 
 
-def _figures_statement(page_ids: list[uuid.UUID]) -> Select[Any]:
-    """One statement for the page's monitors: their columns and their 24 h and 30 d uptime.
+@lru_cache(maxsize=1)
+def _figures_statement() -> Select[Any]:
+    """One statement for the page's monitors (the parameter ``ids``): their columns and
+    their 24 h and 30 d uptime; built once, its moments bound when it runs.
 
     The monitors are named by id rather than by the list's query: the statement reads the
     query's monitors twice (for themselves and to pick their rollups), and a sort of every
@@ -308,9 +311,8 @@ def _figures_statement(page_ids: list[uuid.UUID]) -> Select[Any]:
         _shown_status().label("shown_status"),
         Website.last_checked_at,
         Website.latest_response_time_ms,
-    ).where(Website.id.in_(page_ids))
-    now = datetime.now(UTC)
-    return uptime.windows_statement(monitors, [windows.window(n, now) for n in LIST_WINDOWS])
+    ).where(Website.id.in_(bindparam("ids", expanding=True)))
+    return uptime.windows_statement(monitors, [uptime.BoundWindow(n) for n in LIST_WINDOWS])
 
 
 async def _figures(session: AsyncSession, page_ids: list[uuid.UUID]) -> Sequence[Row[Any]]:
@@ -319,7 +321,8 @@ async def _figures(session: AsyncSession, page_ids: list[uuid.UUID]) -> Sequence
         # of the statement is high enough to plan parallel workers, whose start costs more
         # (~7 ms measured) than the work. For this transaction only.
         await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    return await rows_of(session, _figures_statement(page_ids))
+    values = uptime.bound_window_values(LIST_WINDOWS, datetime.now(UTC))
+    return await rows_of(session, _figures_statement(), {**values, "ids": page_ids})
 
 
 @dataclass(frozen=True)
