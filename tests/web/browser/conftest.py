@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,16 @@ def system(
             yield running
         return
     admin_url: str = request.getfixturevalue("postgres_admin_url")
-    with (
-        postgres_database(admin_url) as database_url,
-        running_system(backend, data_dir, database_url) as running,
-    ):
-        yield running
+    # Made and dropped on a thread of its own: Playwright's synchronous API keeps an event
+    # loop running on this one, where asyncio.run() may not start another.
+    database = postgres_database(admin_url)
+    with ThreadPoolExecutor(1) as thread:
+        database_url = thread.submit(database.__enter__).result()
+        try:
+            with running_system(backend, data_dir, database_url) as running:
+                yield running
+        finally:
+            thread.submit(database.__exit__, None, None, None).result()
 
 
 @pytest.fixture
@@ -68,12 +74,12 @@ def target() -> Iterator[Target]:
 
 @pytest.fixture
 def screenshots(request: pytest.FixtureRequest) -> Path:
-    """Where this test saves its screenshots: test-artifacts/screenshots/<test>/<back end>/."""
-    test = str(request.node.originalname or request.node.name)
-    backend = getattr(request.node, "callspec", None)
-    folder = SCREENSHOTS / test
-    if backend is not None and "system" in backend.params:
-        folder = folder / str(backend.params["system"])
+    """Where this test saves its screenshots: test-artifacts/screenshots/<test>/ and, for a
+    parametrised test, a folder per parameter set (the back end, say) within it."""
+    folder = SCREENSHOTS / str(request.node.originalname)
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None:
+        folder = folder / str(callspec.id)
     shutil.rmtree(folder, ignore_errors=True)  # only this run's pictures, none left over
     folder.mkdir(parents=True)
     return folder
