@@ -163,19 +163,25 @@ async def page_state(session: AsyncSession, slug: str, stale_intervals: float) -
     check of every watched (unpaused) monitor is older than ``stale_intervals`` of its
     interval (a monitor not checked yet counts from when it was added). None when there is
     no such public page. One statement."""
-    w = Website
-    watched = (w.id.in_(_monitors_of(StatusPage.id)), w.paused.is_(False))
-    fresh_until = (
-        select(
-            func.max(
-                epoch_seconds(func.coalesce(w.last_checked_at, w.time_added))
-                + w.interval_seconds * stale_intervals
-            )
+    w, m = Website, StatusPageMonitor
+
+    def over_watched(column: Any) -> Any:
+        """``column`` over the page's unpaused monitors (correlated to the page's row)."""
+        return (
+            select(column)
+            .join(m, m.website_id == w.id)
+            .where(m.status_page_id == StatusPage.id, w.paused.is_(False))
+            .correlate(StatusPage)
+            .scalar_subquery()
         )
-        .where(*watched)
-        .scalar_subquery()
+
+    fresh_until = over_watched(
+        func.max(
+            epoch_seconds(func.coalesce(w.last_checked_at, w.time_added))
+            + w.interval_seconds * stale_intervals
+        )
     )
-    newest = select(func.max(w.last_checked_at)).where(*watched).scalar_subquery()
+    newest = over_watched(func.max(w.last_checked_at))
     found = (
         await session.execute(
             select(StatusPage.id, StatusPage.version, fresh_until, newest).where(
