@@ -34,6 +34,21 @@ class PublicSide:
         return f"{self.page_url}/feed.atom"
 
     @property
+    def rss_url(self) -> str:
+        return f"{self.page_url}/feed.rss"
+
+    @property
+    def summary_url(self) -> str:
+        return f"{self.page_url}/summary.json"
+
+    def component_status(self, name: str) -> tuple[str, str]:
+        """summary.json's status of the component ``name``, and the page's indicator."""
+        summary = self.get(self.summary_url).json()
+        found = [c["status"] for c in summary["components"] if c["name"] == name]
+        assert len(found) == 1, summary["components"]
+        return found[0], summary["status"]["indicator"]
+
+    @property
     def badge_url(self) -> str:
         return self.badge("status.svg")
 
@@ -75,6 +90,16 @@ def feed_titles(atom: str) -> list[str]:
     """The titles of an Atom feed's entries, newest first as the feed orders them."""
     root = ET.fromstring(atom)  # noqa: S314 (the server under test wrote it)
     return [(entry.findtext(f"{ATOM}title") or "") for entry in root.iter(f"{ATOM}entry")]
+
+
+def rss_titles(rss: str) -> list[str]:
+    root = ET.fromstring(rss)  # noqa: S314 (the server under test wrote it)
+    return [(item.findtext("title") or "") for item in root.iter("item")]
+
+
+def todays_day(page: Page, monitor: str) -> Locator:
+    """The last day of the monitor's 90-day bar: today."""
+    return monitor_on_page(page, monitor).locator(".bar > *").last
 
 
 def background_luminance(page: Page) -> float:

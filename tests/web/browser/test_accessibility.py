@@ -6,6 +6,7 @@ a keyboard: it has an accessible name, and Tab reaches each bad day with its des
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,13 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.api.server import PASSWORD
 from tests.web.browser.axe import assert_no_serious_violations
 from tests.web.browser.harness import RunningSystem, Target, running_system
-from tests.web.browser.prepared import MONITOR_NAME, Account, prepare_account
-from tests.web.browser.public import monitor_on_page, tab_to_a_bad_day
+from tests.web.browser.prepared import MONITOR_NAME, Account, Api, prepare_account
+from tests.web.browser.public import (
+    expect_page_shows,
+    monitor_on_page,
+    tab_to_a_bad_day,
+    todays_day,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -122,7 +128,7 @@ def test_the_history_bar_is_named_and_its_bad_days_are_reached_with_tab(
         page.goto(f"{sqlite_system.base_url}/status/{account.slug}")
         bar = monitor_on_page(page, MONITOR_NAME).get_by_role("group")
         expect(bar).to_have_accessible_name(re.compile(rf"^{MONITOR_NAME}, last 90 days: "))
-        # Today the monitor was up, then down (and still is): a day with downtime.
+        # Today the monitor was up, then down for some seconds (and still is).
         expect(bar).to_have_accessible_name(re.compile(r"\b1 with downtime\b"))
         day = tab_to_a_bad_day(page)
         expect(day).to_be_visible()
@@ -132,3 +138,31 @@ def test_the_history_bar_is_named_and_its_bad_days_are_reached_with_tab(
         page.screenshot(path=screenshots / "bad-day-focused.png")
     finally:
         context.close()
+
+
+def test_today_is_a_bad_day_on_the_bar_from_the_first_second_of_an_outage(
+    browser: Browser, sqlite_system: RunningSystem, screenshots: Path
+) -> None:
+    """The public page is rendered once per version: the rendering made as the monitor goes
+    down is the one every reader gets until the next change, so today must already be shown
+    as a day with downtime then (focusable, described), not as an operational one."""
+    target, api = Target(), Api(sqlite_system)
+    context = _context(browser)
+    try:
+        monitor_id = api.add_monitor(target, "Search")
+        api.wait_for_status(monitor_id, "up")
+        slug = f"search-{uuid.uuid4().hex[:8]}"
+        api.add_page(slug, "Search status", "Search", monitor_id)
+        target.stop()
+        api.wait_for_status(monitor_id, "down")
+        page = context.new_page()
+        page.goto(f"{sqlite_system.base_url}/status/{slug}")
+        expect_page_shows(page, "Search", "Down", "Major System Outage")
+        page.screenshot(path=screenshots / "down-right-now.png", full_page=True)
+        today = todays_day(page, "Search")
+        expect(today).to_have_attribute("tabindex", "0")
+        expect(today).not_to_contain_text("100.00 % uptime")
+    finally:
+        context.close()
+        api.close()
+        target.close()

@@ -22,8 +22,10 @@ from tests.web.browser.public import (
     feed_titles,
     monitor_on_page,
     refresh,
+    rss_titles,
     show_badges,
     svg_text,
+    todays_day,
 )
 from tests.web.browser.scenario import NewUser
 
@@ -94,6 +96,7 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
     expect_page_shows(visitor, name, "Down", "Major System Outage")
     new_user.shoot("03-public-page-down", visitor)
     assert "down" in svg_text(public.get(public.badge_url).text)
+    assert public.component_status(name) == ("major_outage", "critical")
     show_badges(visitor, public)
     new_user.shoot("03-badges-down", visitor)
     assert f"{name} is down" in feed_titles(public.get(public.feed_url).text)
@@ -125,14 +128,22 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
     )
     expect(visitor.get_by_role("region", name="Active incidents")).to_have_count(0)
     new_user.shoot("05-public-page-recovered", visitor)
+    # Today's day of the bar now holds the outage: a bad day, with its description.
+    today = todays_day(visitor, name)
+    expect(today).to_have_attribute("tabindex", "0")
+    expect(today).to_contain_text(re.compile(r"% uptime, .* down$"))
     assert "up" in svg_text(public.get(public.badge_url).text)
-    titles = feed_titles(public.get(public.feed_url).text)
-    assert any(t.startswith(f"{name} was down for") for t in titles), titles
-    assert INCIDENT in titles, titles
+    assert public.component_status(name) == ("operational", "none")
+    for titles in (
+        feed_titles(public.get(public.feed_url).text),
+        rss_titles(public.get(public.rss_url).text),
+    ):
+        assert any(t.startswith(f"{name} was down for") for t in titles), titles
+        assert INCIDENT in titles, titles
 
     # 6. Conditional requests: the ETag a reader holds gets a 304 while nothing changed,
     #    and the ETag from before the outage is out of date.
-    for url in (public.page_url, public.feed_url, public.badge_url):
+    for url in (public.page_url, public.feed_url, public.summary_url, public.badge_url):
         first = public.get(url)
         assert first.status_code == 200, (url, first.status_code)
         again = public.get(url, **{"if-none-match": first.headers["etag"]})
