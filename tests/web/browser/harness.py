@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext
+from playwright.sync_api import BrowserContext, ConsoleMessage
 from playwright.sync_api import Error as PlaywrightError
 
 from runstate.settings import SECRET_SETTINGS, Settings
@@ -188,3 +188,17 @@ def shoot_every_tab(context: BrowserContext, prefix: Path) -> None:
     for number, page in enumerate(context.pages, 1):
         with contextlib.suppress(PlaywrightError):
             page.screenshot(path=f"{prefix}-{number}.png", full_page=True)
+
+
+def record_errors(context: BrowserContext) -> list[str]:
+    """A list that fills with what the browser reports as broken on any page of ``context``:
+    uncaught script errors, and console errors (a resource that failed to load among them)."""
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(f"{message.location.get('url')}: {message.text}")
+
+    context.on("weberror", lambda error: errors.append(f"script error: {error.error}"))
+    context.on("console", console)
+    return errors

@@ -11,7 +11,7 @@ from pathlib import Path
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from tests.api.server import PASSWORD
-from tests.web.browser.harness import RunningSystem, Target
+from tests.web.browser.harness import RunningSystem, Target, record_errors
 
 # The pipeline checks every 2 s and the list refreshes every 5 s: 30 s is ample, and a
 # failure still comes well before the module's time budget.
@@ -31,8 +31,12 @@ class NewUser:
     monitor_name: str = "Shop front"
     monitor_id: str = ""
     shots: list[Path] = field(default_factory=list)
+    # What the browser reported as broken on any of the user's pages: script errors, failed
+    # loads of a page's resources, console errors.
+    errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.errors = record_errors(self.context)
         self.page: Page = self.context.new_page()
         self.dashboard: Page = self.page  # its own tab from step 1 on
 
@@ -152,3 +156,29 @@ class NewUser:
         incident.get_by_label("Message").fill(body)
         incident.get_by_role("button", name="Post update").click()
         expect(self.incident(title)).to_contain_text(body)
+
+    # --- step 5 ------------------------------------------------------------------------------
+
+    def opens_the_monitor_page_after_the_outage(self) -> None:
+        """The monitor's page tells the outage: uptime under 100 %, today focusable on its
+        bar, the incident resolved with its duration, and the chart drawn (and redrawn in
+        place for another range)."""
+        page = self.page
+        page.goto(self.url(f"/monitors/{self.monitor_id}"))
+        expect(page.get_by_role("heading", name=self.monitor_name, level=1)).to_be_visible()
+        windows = page.get_by_role("region", name="Uptime")
+        expect(windows.locator(".window").first).to_contain_text(" down")
+        bar = page.get_by_role("list", name=re.compile(r"^Last \d+ days$"))
+        expect(bar.locator("[tabindex='0']").last).to_contain_text(" down")
+        incidents = page.get_by_role("region", name="Incidents")
+        expect(incidents.locator("tbody tr")).to_have_count(1)
+        expect(incidents.locator("tbody tr")).not_to_contain_text("Ongoing")
+        chart = page.locator("#chart canvas").first
+        expect(chart).to_be_visible()
+        page.evaluate("window.sameDocument = true")
+        ranges = page.get_by_role("navigation", name="Chart range")
+        ranges.get_by_role("link", name="7d").click()
+        expect(ranges.get_by_role("link", name="7d")).to_have_attribute("aria-current", "true")
+        expect(page.locator("#chart canvas").first).to_be_visible()
+        assert page.evaluate("window.sameDocument === true"), "the range reloaded the page"
+        self.shoot("05-monitor-detail-after-outage")

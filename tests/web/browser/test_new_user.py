@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.web.browser.conftest import failed
-from tests.web.browser.harness import RunningSystem, Target, shoot_every_tab
+from tests.web.browser.harness import RunningSystem, Target, record_errors, shoot_every_tab
 from tests.web.browser.public import (
     LOADED_MS,
     PublicSide,
@@ -72,6 +72,7 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
     new_user: NewUser, visitor: Page, browser: Browser, target: Target
 ) -> None:
     name = new_user.monitor_name
+    visitor_errors = record_errors(visitor.context)
     # 1. Sign up, add a monitor through the form, and see it UP in a list never reloaded.
     new_user.signs_up()
     new_user.adds_a_monitor()
@@ -120,6 +121,7 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
     new_user.sees_the_list_say("Up", NOT_DOWN_TITLE)
     new_user.shoot("05-dashboard-recovered", new_user.dashboard)
     new_user.posts_an_update(INCIDENT, "resolved", "Payments work again.")
+    new_user.opens_the_monitor_page_after_the_outage()
     visitor.reload()
     expect_page_shows(visitor, name, "Operational", "All Systems Operational")
     past = visitor.get_by_role("region", name="Past incidents")
@@ -178,7 +180,9 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
         finally:
             context.close()
 
-    # 9. Every page of the scenario left a screenshot behind.
-    assert len(new_user.shots) >= 17
+    # 9. Every page of the scenario left a screenshot behind, and none reported an error.
+    assert len(new_user.shots) >= 18
     for shot in new_user.shots:
         assert shot.stat().st_size > 1_000, shot
+    reported = new_user.errors + visitor_errors
+    assert not reported, "the browser reported:\n" + "\n".join(reported)
