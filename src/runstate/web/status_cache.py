@@ -35,6 +35,7 @@ from runstate.storage.status_pages import SLUG_MAX, SLUG_MIN, SLUG_PATTERN
 from runstate.web.status_data import PageData, PageState, PastBars, load_page, page_state
 from runstate.web.status_render import (
     ORIGIN,
+    Rows,
     render_feed,
     render_html,
     render_not_found,
@@ -99,10 +100,10 @@ def _etag(state: PageState, stale: bool) -> bytes:
     return f'"{state.page_id.hex}-{state.version}-{"s" if stale else "f"}"'.encode()
 
 
-def render(kind: str, data: PageData, state: PageState, stale: bool) -> Rendered:
+def render(kind: str, data: PageData, state: PageState, stale: bool, rows: Rows) -> Rendered:
     """The representation ``kind`` of ``data`` (CPU only: run it off the event loop)."""
     if kind == "html":
-        body = render_html(data, state.newest_check).encode()
+        body = render_html(data, state.newest_check, rows).encode()
     elif kind == "json":
         body = render_summary(data).encode()
     else:
@@ -138,6 +139,7 @@ class StatusPages:
         self.stale_intervals = stale_intervals
         self._entries: dict[str, _Entry] = {}
         self._past_bars = PastBars()
+        self._rows = Rows()
 
     def hit(self, slug: str, kind: str) -> Rendered | None:
         """The rendered ``kind`` of ``slug`` if it may be sent without asking the database:
@@ -225,7 +227,7 @@ class StatusPages:
             entry.state = replace(entry.state, version=data.version)
             entry.data = data
         state, data, stale = entry.state, entry.data, entry.stale
-        entry.rendered[kind] = await asyncio.to_thread(render, kind, data, state, stale)
+        entry.rendered[kind] = await asyncio.to_thread(render, kind, data, state, stale, self._rows)
 
     def _entry(self, slug: str) -> _Entry:
         entry = self._entries.get(slug)

@@ -73,25 +73,15 @@ _HELPERS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class _MonitorRow:
-    name: str
-    status: str
-    summary: str
-    bar: Markup
-    uptime: list[tuple[str, str]]
-
-
-@dataclass(frozen=True)
 class _GroupBlock:
     name: str
     status: str
-    monitors: list[_MonitorRow]
+    rows: list[Markup]  # each monitor's <li>
 
 
-def bar_html(segments: list[Segment]) -> Markup:
-    """The bar's segments as markup, written here rather than by the template: there are
-    thousands of them on a large page, and a Jinja loop costs several times as much.
-    Unquoted attributes, for their bytes: every value is a class name or a number."""
+def bar_html(segments: list[Segment]) -> str:
+    """The bar's segments as markup. Unquoted attributes, for their bytes: every value is
+    a class name or a number."""
     out = []
     for s in segments:
         style = f" style=--n:{s.length}" if s.length > 1 else ""
@@ -100,31 +90,67 @@ def bar_html(segments: list[Segment]) -> Markup:
         else:
             label = escape(s.label)
             out.append(f"<span class={s.css}{style} tabindex=0><span class=t>{label}</span></span>")
-    return Markup("".join(out))  # noqa: S704 - labels escaped; the rest class names and numbers
+    return "".join(out)
 
 
-def _row(monitor: MonitorView) -> _MonitorRow:
-    return _MonitorRow(
-        monitor.name,
-        monitor.status,
-        bar_summary(monitor),
-        bar_html(bar_segments(monitor.bar)),
-        [(UPTIME_LABELS[u.window], percent_text(u.uptime_percent)) for u in monitor.uptime],
+class Rows:
+    """Each monitor's row of the page as markup, written here rather than by the template
+    (thousands of bar segments cost several times as much in a Jinja loop), and kept by
+    what it shows: a new version of a page changes few of its monitors, and the others'
+    rows are not written again."""
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[Any, ...], Markup] = {}
+
+    def row(self, monitor: MonitorView, heading: str) -> Markup:
+        bar = monitor.bar
+        shown = (
+            heading,
+            monitor.name,
+            monitor.status,
+            tuple(bar.kinds) if bar else (),
+            tuple(sorted(bar.details.items())) if bar else (),
+            bar.dates[0] if bar else None,
+            tuple((u.window, percent_text(u.uptime_percent)) for u in monitor.uptime),
+        )
+        found = self._kept.get(shown)
+        if found is None:
+            if len(self._kept) >= self.MAX:
+                self._kept.clear()
+            found = self._kept[shown] = _row_html(monitor, heading)
+        return found
+
+
+def _row_html(monitor: MonitorView, heading: str) -> Markup:
+    name, status = escape(monitor.name), monitor.status
+    uptime = " · ".join(
+        f"{UPTIME_LABELS[u.window]} <b>{percent_text(u.uptime_percent)}</b>" for u in monitor.uptime
+    )
+    return Markup(  # noqa: S704 - the name and labels escaped; the rest our own words
+        f'<li class="m"><div class="mh"><{heading}>{name}</{heading}>'
+        f'<span class="s s-{status}">{STATUS_WORDS[status]}</span></div>\n'
+        f'<div class="bar" role="group" aria-label="{escape(bar_summary(monitor))}">'
+        f"{bar_html(bar_segments(monitor.bar))}</div>\n"
+        f'<p class="up">{uptime}</p></li>\n'
     )
 
 
-def _block(group: Group) -> _GroupBlock:
-    return _GroupBlock(group.name, group.status, [_row(m) for m in group.monitors])
+def _block(group: Group, rows: Rows) -> _GroupBlock:
+    heading = "h4" if group.name else "h3"
+    return _GroupBlock(group.name, group.status, [rows.row(m, heading) for m in group.monitors])
 
 
-def render_html(page: PageData, newest_check: datetime | None) -> str:
-    """The page; ``newest_check`` (the newest check of its monitors) for the stale notice."""
+def render_html(page: PageData, newest_check: datetime | None, rows: Rows) -> str:
+    """The page; ``newest_check`` (the newest check of its monitors) for the stale notice;
+    ``rows`` the monitors' rows written before."""
     shown = indicator(page)
     return environment.get_template("status/page.html").render(
         page=page,
         indicator=shown,
         indicator_words=INDICATOR_WORDS[shown],
-        groups=[_block(g) for g in page.groups],
+        groups=[_block(g, rows) for g in page.groups],
         active=newest_first(page.active_incidents),
         past=newest_first(page.past_incidents),
         newest_check=newest_check or page.now,
