@@ -199,12 +199,14 @@ class Run:
     first_render_ms: float = math.nan
     miss_server_ms: list[float] = field(default_factory=list)
     miss_client_ms: list[float] = field(default_factory=list)
+    miss_data_ms: list[float] = field(default_factory=list)
     wrk: list[WrkRun] = field(default_factory=list)
     postgres_version: str = ""
     load: tuple[float, float] = (math.nan, math.nan)
 
 
 SERVER_TIMING = re.compile(r"render;dur=([0-9.]+)")
+DATA_TIMING = re.compile(r"data;dur=([0-9.]+)")
 
 
 async def _get(
@@ -241,6 +243,8 @@ async def measure_page(run: Run, base: str, database: history.Database) -> str:
                 if status != 200 or not found:
                     raise BenchError(f"a miss was not rendered: {status} {headers}")
                 run.miss_server_ms.append(float(found.group(1)))
+                data = DATA_TIMING.search(headers.get("server-timing", ""))
+                run.miss_data_ms.append(float(data.group(1)) if data else math.nan)
                 run.miss_client_ms.append(client_ms)
         _, _, headers, _ = await _get(session, page, identity)
         return headers["etag"]
@@ -407,6 +411,7 @@ def render(run: Run) -> str:
         "| | p50 ms | p95 ms | max ms | n |",
         "|---|---:|---:|---:|---:|",
         _timing_row("server", run.miss_server_ms),
+        _timing_row("of which reading the data", run.miss_data_ms),
         _timing_row("client", run.miss_client_ms),
         "",
         f"The first rendering after start (every bar's {o.days} days read whole, once a day"

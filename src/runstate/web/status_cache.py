@@ -139,6 +139,7 @@ class StatusPages:
         self.stale_intervals = stale_intervals
         self._entries: dict[str, _Entry] = {}
         self._past_bars = PastBars()
+        self.last_data_ms = 0.0  # the last rendering's time reading its data, for Server-Timing
         self._rows = Rows()
 
     def hit(self, slug: str, kind: str) -> Rendered | None:
@@ -219,7 +220,9 @@ class StatusPages:
     async def _render(self, entry: _Entry, kind: str) -> None:
         assert entry.state is not None
         if entry.data is None:
+            started = time.perf_counter()
             data = await load_page(self._sessions(), entry.state, self._past_bars)
+            self.last_data_ms = (time.perf_counter() - started) * 1000
             if data is None:
                 entry.state, entry.rendered = None, dict(NOT_FOUND)
                 return
