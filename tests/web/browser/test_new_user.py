@@ -180,8 +180,11 @@ def test_a_new_user_sees_an_outage_everywhere_and_then_the_recovery(
         finally:
             context.close()
 
+    # The user signs out, and every tab of theirs knows it.
+    new_user.signs_out()
+
     # 9. Every page of the scenario left a screenshot behind, and none reported an error.
-    assert len(new_user.shots) >= 18
+    assert len(new_user.shots) >= 19
     for shot in new_user.shots:
         assert shot.stat().st_size > 1_000, shot
     reported = new_user.errors + visitor_errors
