@@ -5,9 +5,14 @@ rendering when the version moves."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import asyncpg
 import httpx
+import pytest
 
 from tests.api.server import ApiServer
 from tests.web.status_public.conftest import Owner, StatementCounter, wait_for_revalidation
@@ -144,3 +149,57 @@ def test_cached_answers_are_counted_in_the_http_metrics(
         and 'status="200"' in line
     )
     assert float(line.rsplit(" ", 1)[1]) >= 3
+
+
+def test_a_rendered_page_is_served_while_the_database_is_unreachable(
+    status_api: ApiServer, owner: Owner, public: httpx.Client
+) -> None:
+    if status_api.backend != "postgres":
+        pytest.skip("only PostgreSQL can refuse connections while the server keeps its file")
+    page = owner.page([("", [owner.monitor("API")])])
+    url = f"/status/{page['slug']}"
+    before = public.get(url)
+    never_rendered = owner.page([("", [owner.monitor("Other")])])
+    name = status_api.settings.database_url.rsplit("/", 1)[1]
+    admin = status_api.settings.database_url.rsplit("/", 1)[0] + "/postgres"
+
+    with refused_connections(admin, name):
+        wait_for_revalidation()
+        during = public.get(url)
+        unavailable = public.get(f"/status/{never_rendered['slug']}")
+
+    assert during.status_code == 200
+    assert during.content == before.content
+    assert unavailable.status_code == 503
+    assert unavailable.headers["retry-after"] == "5"
+
+
+# The open connections to a database, dropped (the name is the test's own database's).
+_TERMINATE = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+)
+
+
+@contextmanager
+def refused_connections(admin_url: str, database: str) -> Iterator[None]:
+    """The database refuses new connections and drops the open ones, until exit."""
+
+    async def run(*statements: str) -> None:
+        connection = await asyncpg.connect(admin_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(
+        run(
+            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false',
+            _TERMINATE.format(database=database),
+        )
+    )
+    try:
+        yield
+    finally:
+        asyncio.run(run(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
