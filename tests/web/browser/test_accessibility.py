@@ -43,10 +43,10 @@ def account(sqlite_system: RunningSystem) -> Iterator[Account]:
         target.close()
 
 
-def _context(browser: Browser, scheme: str = "light") -> BrowserContext:
+def _context(browser: Browser, scheme: str = "light", width: int = 1280) -> BrowserContext:
     # The public page forbids scripts of its own (CSP): axe is injected past it.
     context = browser.new_context(
-        bypass_csp=True, color_scheme=scheme, viewport={"width": 1280, "height": 900}
+        bypass_csp=True, color_scheme=scheme, viewport={"width": width, "height": 900}
     )
     context.set_default_timeout(10_000)
     return context
@@ -166,3 +166,57 @@ def test_today_is_a_bad_day_on_the_bar_from_the_first_second_of_an_outage(
         context.close()
         api.close()
         target.close()
+
+
+# WCAG 2.1 success criterion 1.4.10 (Reflow): content reads at 320 CSS pixels wide without
+# scrolling sideways (a phone, or a desktop window zoomed to 400 %).
+REFLOW_WIDTH = 320
+
+
+def _sideways_overflow(page: Page) -> list[str]:
+    """The elements that reach past the right edge of the window (the first few)."""
+    found: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+            .slice(0, 5)
+            .map(e => `${e.tagName.toLowerCase()}.${e.className} ends at ${
+                Math.round(e.getBoundingClientRect().right)} px`)"""
+    )
+    return found
+
+
+@pytest.mark.parametrize("path", ["public page", "monitor list", "monitor page"])
+def test_pages_reflow_at_320_px_without_scrolling_sideways(
+    browser: Browser,
+    sqlite_system: RunningSystem,
+    account: Account,
+    path: str,
+    screenshots: Path,
+) -> None:
+    urls = {
+        "public page": f"/status/{account.slug}",
+        "monitor list": "/",
+        "monitor page": f"/monitors/{account.monitor_id}",
+    }
+    context = _context(browser, width=REFLOW_WIDTH)
+    try:
+        page = context.new_page()
+        if path != "public page":
+            page.goto(f"{sqlite_system.base_url}/login")
+            page.get_by_label("E-mail").fill(account.email)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name="Monitors")).to_be_visible()
+        page.goto(f"{sqlite_system.base_url}{urls[path]}")
+        page.screenshot(path=screenshots / "narrow.png", full_page=True)
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= REFLOW_WIDTH, f"{wide} px wide: {_sideways_overflow(page)}"
+        if path == "public page":
+            # A bad day's description, shown on focus, stays on the screen.
+            tip = tab_to_a_bad_day(page).locator(".t")
+            box = tip.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0, box
+            assert box["x"] + box["width"] <= REFLOW_WIDTH, box
+    finally:
+        context.close()
