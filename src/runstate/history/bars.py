@@ -59,6 +59,9 @@ from runstate.history.windows import DAY, epoch, floor_day
 from runstate.storage.tables import DailyRollup, Incident, Website, WebsitePause
 
 MAJOR_OUTAGE_BELOW_PERCENT = 99.0
+# Any confirmed downtime makes a bad day, from the first moment of an outage (a page is
+# rendered as its monitor goes down); this only keeps float noise (SQLite) from counting.
+MIN_DOWNTIME_SECONDS = 0.01
 PARTIAL_DATA_SHARE = 0.05
 PARTIAL_DATA_MIN_SECONDS = 600
 DAY_SECONDS = 86_400.0
@@ -82,7 +85,7 @@ class DayKind(StrEnum):
 class BarDay:
     date: date
     kind: DayKind
-    uptime_percent: float | None
+    uptime_percent: float | None  # unrounded: shown rounded down, never up to 100 %
     eligible_seconds: int
     downtime_seconds: int
     no_data_seconds: int
@@ -96,7 +99,7 @@ def day_kind(uptime: float | None, eligible: float, downtime: float, no_data: fl
         return DayKind.NONE
     if uptime is None:
         return DayKind.NO_DATA
-    if downtime >= 1:
+    if downtime >= MIN_DOWNTIME_SECONDS:
         return DayKind.DOWN if uptime < MAJOR_OUTAGE_BELOW_PERCENT else DayKind.DEGRADED
     if no_data >= PARTIAL_DATA_MIN_SECONDS and no_data >= PARTIAL_DATA_SHARE * eligible:
         return DayKind.PARTIAL_DATA
@@ -384,7 +387,7 @@ def _day(m: _Monitor, spans: _Spans, days: _Days, n: int) -> BarDay:
     return BarDay(
         days.dates[n],
         day_kind(uptime, eligible, downtime, no_data),
-        None if uptime is None else round(uptime, 4),
+        uptime,
         round(eligible),
         round(downtime),
         round(no_data),

@@ -93,8 +93,9 @@ def percent_text(value: float | None) -> str:
 
 def _bad_day_label(day: BarDay) -> str:
     parts = [f"{day_text(day.date)}: {percent_text(day.uptime_percent)} uptime"]
-    if day.downtime_seconds:
-        parts.append(f"{duration_text(day.downtime_seconds)} down")
+    if day.kind in (DayKind.DOWN, DayKind.DEGRADED):
+        down = duration_text(day.downtime_seconds) if day.downtime_seconds else "under 1 s"
+        parts.append(f"{down} down")
     if day.kind is DayKind.PARTIAL_DATA or (day.no_data_seconds >= 60 and day.downtime_seconds):
         parts.append(f"no data for {duration_text(day.no_data_seconds)}")
     return ", ".join(parts)
