@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,9 +21,20 @@ def install(app: FastAPI) -> None:
     from runstate.web.routes import badges, monitor_pages, pages, status, status_admin
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)
     for module in (status, badges, pages, monitor_pages, status_admin):
         app.include_router(module.router)
     _install_status_cache(app)
+
+
+_FAVICON = (STATIC_DIR / "favicon.svg").read_bytes()
+
+
+async def _favicon() -> Response:
+    # Browsers ask for /favicon.ico whatever a page says (a feed or a badge opened alone).
+    return Response(
+        _FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 def _install_status_cache(app: FastAPI) -> None:

@@ -29,7 +29,7 @@
     const raw = series.resolution === "raw";
     const axis = { stroke: colour("--muted"), grid: { stroke: colour("--chart-grid") } };
     return {
-      width: Math.max(box.clientWidth, 280),
+      width: Math.max(box.clientWidth, 160),
       height: 260,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true } },
@@ -138,7 +138,7 @@
     clearTimeout(resizing);
     resizing = setTimeout(() => {
       if (plot) {
-        plot.setSize({ width: Math.max(box.clientWidth, 280), height: 260 });
+        plot.setSize({ width: Math.max(box.clientWidth, 160), height: 260 });
       }
     }, 150);
   });
