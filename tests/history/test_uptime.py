@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from runstate.history.latency import LATENCY_COLUMNS, bucket_index
 from runstate.history.rollups import TOTAL_EVERY_DAY_FROM_SCRATCH
 from runstate.history.uptime import (
+    BoundWindow,
     Figures,
+    bound_window_values,
     daily_history,
     figures_of,
     website_uptime,
@@ -396,3 +398,21 @@ async def test_running_totals_give_the_figures_that_summing_day_by_day_gives(
             await session.execute(windows_statement(monitors, span, running_totals=True))
         ).all()
         assert [figures_of(row) for row in totals] == [figures_of(row) for row in summed], name
+
+    # Several windows at once (a status page's 24 h, 30 d and 90 d), with bound moments too.
+    names = ("24h", "30d", "90d")
+    spans = [window(name, NOW) for name in names]
+    summed = (await session.execute(windows_statement(monitors, spans))).all()
+    totals = (await session.execute(windows_statement(monitors, spans, running_totals=True))).all()
+    bound = (
+        await session.execute(
+            windows_statement(monitors, [BoundWindow(n) for n in names], running_totals=True),
+            bound_window_values(names, NOW),
+        )
+    ).all()
+
+    def listed(rows: Any) -> list[tuple[Any, str, Figures]]:
+        return sorted((row.id, row.period, figures_of(row)) for row in rows)
+
+    assert listed(totals) == listed(summed)
+    assert listed(bound) == listed(summed)

@@ -574,9 +574,9 @@ def windows_statement(
     columns, ORDER BY and LIMIT it likes) over each of ``windows`` (all ending at one now):
     one row per (monitor, window), ordered as the monitors are. ``every_monitor`` says that
     the query selects all monitors (the rollups are then summed without a filter);
-    ``website_id`` that it selects that one. ``running_totals`` sums a single window of
-    days from the daily rollups' running totals (PostgreSQL: it needs LATERAL), which reads
-    two rows per monitor instead of one per day. With BoundWindows, the statement takes
+    ``website_id`` that it selects that one. ``running_totals`` sums each window of days
+    from the daily rollups' running totals (PostgreSQL), which reads two rows per monitor
+    and window instead of one per day. With BoundWindows, the statement takes
     its moments as parameters (bound_window_values): it can be built once and kept."""
     bound = isinstance(windows[0], BoundWindow)
     now: Moment = windows[0].until
@@ -589,13 +589,19 @@ def windows_statement(
     sources = []
     for table, hourly in ((HourlyRollup, True), (DailyRollup, False)):
         chosen = [w for w in windows if w.hourly == hourly]
-        if chosen:
-            key = chosen[0].name if len(chosen) == 1 else None
-            lo_of_table: Moment = (
-                _lo_of(hourly) if bound else min(w.since for w in chosen if isinstance(w, Window))
-            )
-            totals = running_totals and table is DailyRollup
-            sources.append(_Source(table, lo_of_table, now, key, monitor_ids, None, totals))
+        if not chosen:
+            continue
+        if running_totals and table is DailyRollup:
+            # Each window of days from its own two rows per monitor, however many windows.
+            sources += [
+                _Source(table, w.since, now, w.name, monitor_ids, None, True) for w in chosen
+            ]
+            continue
+        key = chosen[0].name if len(chosen) == 1 else None
+        lo_of_table: Moment = (
+            _lo_of(hourly) if bound else min(w.since for w in chosen if isinstance(w, Window))
+        )
+        sources.append(_Source(table, lo_of_table, now, key, monitor_ids))
     rollups = _rollups(sources, monitors, periods)
     statement = _figures(monitors, periods, rollups, lo, now)
     return statement.order_by(*_monitor_order(statement))
