@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # monitors' check intervals without a check its data is shown as stale.
     STATUS_PAGE_REVALIDATE_SECONDS: Annotated[float, Field(gt=0, le=30)] = 10.0
     STATUS_PAGE_STALE_INTERVALS: Annotated[float, Field(ge=1, le=1_000)] = 3.0
+    # A rendered page is rendered again after this long even when nothing moved its version:
+    # its uptime figures and today's bar change with every check.
+    STATUS_PAGE_MAX_RENDER_AGE_SECONDS: Annotated[float, Field(ge=1, le=86_400)] = 60.0
 
     MIN_CHECK_INTERVAL_SECONDS: int = Field(default=30, ge=1, le=86_400)
     ALLOW_PRIVATE_TARGETS: bool = False

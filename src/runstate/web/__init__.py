@@ -52,6 +52,7 @@ def _install_status_cache(app: FastAPI) -> None:
         sessions,
         revalidate_seconds=settings.STATUS_PAGE_REVALIDATE_SECONDS,
         stale_intervals=settings.STATUS_PAGE_STALE_INTERVALS,
+        max_render_age_seconds=settings.STATUS_PAGE_MAX_RENDER_AGE_SECONDS,
     )
     app.state.status_pages = pages
     # The API's metrics, so that answers from the cache are counted with the others.

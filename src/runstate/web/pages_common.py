@@ -79,7 +79,7 @@ def _read_flashes(request: Request) -> list[Flash]:
     if not value:
         return []
     payload, _, mac = value.rpartition(".")
-    if not hmac.compare_digest(mac, _flash_mac(_key(request), payload)):
+    if not hmac.compare_digest(mac.encode(), _flash_mac(_key(request), payload).encode()):
         return []
     try:
         items = json.loads(base64.urlsafe_b64decode(payload.encode()))

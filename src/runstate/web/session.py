@@ -265,7 +265,8 @@ async def check_csrf(request: Request, state: StateDep, web: OptionalSession) ->
     if web is None and not presession:
         raise CsrfRefused("The form has expired; reload the page and try again.")
     expected = csrf_token_for(state.tokens.secret, web, presession)
-    if not hmac.compare_digest(sent, expected):
+    # As bytes: compare_digest refuses str holding anything but ASCII (a TypeError: a 500).
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused(
             "The form's CSRF token is wrong or has expired; reload the page and try again."
         )

@@ -96,11 +96,16 @@ def _not_found() -> dict[str, Rendered]:
 NOT_FOUND = _not_found()
 
 
-def _etag(state: PageState, stale: bool) -> bytes:
-    return f'"{state.page_id.hex}-{state.version}-{"s" if stale else "f"}"'.encode()
+def _etag(state: PageState, stale: bool, rendered_at: float) -> bytes:
+    # The render's second too: a page rendered again for its figures' age (same version)
+    # says new figures, and must not be answered 304 to a reader holding the old ones.
+    flag = "s" if stale else "f"
+    return f'"{state.page_id.hex}-{state.version}-{flag}-{int(rendered_at)}"'.encode()
 
 
-def render(kind: str, data: PageData, state: PageState, stale: bool, rows: Rows) -> Rendered:
+def render(
+    kind: str, data: PageData, state: PageState, stale: bool, rendered_at: float, rows: Rows
+) -> Rendered:
     """The representation ``kind`` of ``data`` (CPU only: run it off the event loop)."""
     if kind == "html":
         body = render_html(data, state.newest_check, rows).encode()
@@ -110,7 +115,7 @@ def render(kind: str, data: PageData, state: PageState, stale: bool, rows: Rows)
         body = render_feed(data, kind).encode()
     parts = tuple(body.split(_ORIGIN))
     gzipped = gzip.compress(body, GZIP_LEVEL, mtime=0) if len(parts) == 1 else None
-    etag = _etag(state, stale)
+    etag = _etag(state, stale, rendered_at)
     return Rendered(200, CONTENT_TYPES[kind], parts, CACHE_CONTROL, etag, gzipped)
 
 
@@ -121,6 +126,7 @@ class _Entry:
     stale: bool = False
     stale_after: float = math.inf  # Unix time at which the data goes stale
     checked_at: float = -math.inf  # monotonic time of the last look at the database
+    rendered_at: float = 0.0  # Unix time at which the state's renderings were begun
     data: PageData | None = None  # the state's data, for the representations not yet made
     rendered: dict[str, Rendered] = field(default_factory=dict)
 
@@ -133,8 +139,10 @@ class StatusPages:
         sessions: Callable[[], async_sessionmaker[AsyncSession]],
         revalidate_seconds: float,
         stale_intervals: float,
+        max_render_age_seconds: float = math.inf,
     ) -> None:
         self._sessions = sessions
+        self.max_render_age_seconds = max_render_age_seconds
         self.revalidate_seconds = revalidate_seconds
         self.stale_intervals = stale_intervals
         self._entries: dict[str, _Entry] = {}
@@ -157,6 +165,8 @@ class StatusPages:
     def _current(self, entry: _Entry) -> bool:
         """Whether the entry's state may be taken as the database's without asking."""
         if time.monotonic() - entry.checked_at >= self.revalidate_seconds:
+            return False
+        if self._too_old(entry):
             return False
         return (time.time() > entry.stale_after) == entry.stale
 
@@ -198,12 +208,19 @@ class StatusPages:
         elapsed = (time.perf_counter() - started) * 1000
         return entry.rendered[kind], elapsed if rendering else None
 
+    def _too_old(self, entry: _Entry) -> bool:
+        """Whether the renderings are older than their figures may be: uptime and today's
+        bar move with every check while the version stays (a long outage)."""
+        return time.time() - entry.rendered_at >= self.max_render_age_seconds
+
     def _accept(self, entry: _Entry, state: PageState | None) -> None:
-        """Take the state just read: the rendered bytes stay if it is the same."""
+        """Take the state just read: the rendered bytes stay if it is the same and they are
+        young enough."""
         now = datetime.now(UTC)
         stale = state is not None and state.is_stale(now)
         same = (
-            state is not None
+            not self._too_old(entry)
+            and state is not None
             and entry.state is not None
             and (entry.state.page_id, entry.state.version) == (state.page_id, state.version)
             and entry.stale == stale
@@ -212,6 +229,8 @@ class StatusPages:
             entry.rendered = dict(NOT_FOUND)
         elif not same:
             entry.rendered, entry.data = {}, None
+        if not same:
+            entry.rendered_at = time.time()
         entry.state, entry.stale = state, stale
         after = None if state is None else state.stale_after
         entry.stale_after = math.inf if after is None else after.timestamp()
@@ -230,7 +249,9 @@ class StatusPages:
             entry.state = replace(entry.state, version=data.version)
             entry.data = data
         state, data, stale = entry.state, entry.data, entry.stale
-        entry.rendered[kind] = await asyncio.to_thread(render, kind, data, state, stale, self._rows)
+        entry.rendered[kind] = await asyncio.to_thread(
+            render, kind, data, state, stale, entry.rendered_at, self._rows
+        )
 
     def _entry(self, slug: str) -> _Entry:
         entry = self._entries.get(slug)

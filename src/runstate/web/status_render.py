@@ -9,6 +9,7 @@ status_cache)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -225,7 +226,7 @@ def render_feed(page: PageData, kind: str) -> str:
     updates, and the monitors' outages, newest first."""
     entries = _entries(page)
     updated = max([utc(page.version_changed_at), *(e.updated for e in entries)])
-    return environment.get_template(f"feeds/feed.{kind}").render(
+    feed = environment.get_template(f"feeds/feed.{kind}").render(
         page=page,
         entries=entries,
         updated=updated,
@@ -234,6 +235,13 @@ def render_feed(page: PageData, kind: str) -> str:
         rfc822=lambda m: format_datetime(utc(m), usegmt=True),
         **_HELPERS,
     )
+    # A control character in a title or an update (names and texts refuse only NUL) is not
+    # allowed in XML 1.0 even escaped: one would make the feed unreadable to every reader.
+    return _NOT_XML.sub("", feed)
+
+
+# What XML 1.0 forbids: C0 controls other than tab, newline and return; U+FFFE, U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 # --- summary.json ------------------------------------------------------------------------------

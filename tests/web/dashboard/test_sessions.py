@@ -196,7 +196,8 @@ def test_posts_without_or_with_a_wrong_csrf_token_are_refused(api: ApiServer, ac
     fields = {"email": new_email(), "password": PASSWORD}
     missing = browser.client.post(action, data=fields)
     wrong = browser.client.post(action, data={**fields, "csrf_token": "0" * 64})
-    for answer in (missing, wrong):
+    not_ascii = browser.client.post(action, data={**fields, "csrf_token": "é" * 64})
+    for answer in (missing, wrong, not_ascii):
         assert answer.status_code == 403
         assert "CSRF token" in answer.text
         assert "text/html" in answer.headers["content-type"]

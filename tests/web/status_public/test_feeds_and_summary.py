@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from tests.api import rows
 from tests.api.server import ApiServer
@@ -145,3 +146,18 @@ def test_summary_json_is_shaped_like_statuspages(
     assert incident["resolved_at"] is None
     assert summary["scheduled_maintenances"] == []
     assert summary["status"] == {"indicator": "critical", "description": "Major System Outage"}
+
+
+@pytest.mark.parametrize("kind", ["atom", "rss"])
+def test_a_control_character_in_an_update_leaves_the_feed_readable(
+    owner: Owner, public: httpx.Client, kind: str
+) -> None:
+    page = owner.page([("", [owner.monitor("API")])], title="Acme")
+    owner.incident(page["id"], title="Bell\x07 rings", body="Escape\x1b[31m red\x0b here")
+
+    answer = public.get(f"/status/{page['slug']}/feed.{kind}")
+
+    assert answer.status_code == 200
+    ET.fromstring(answer.content)  # noqa: S314  (raises on a character XML forbids)
+    assert "Bell rings" in answer.text
+    assert "Escape[31m red here" in answer.text
