@@ -22,6 +22,7 @@ from runstate.api.schemas import ChannelPublic, CheckPublic, IncidentPublic, Not
 from runstate.history import uptime
 from runstate.history.uptime import Figures
 from runstate.storage.tables import User, Website
+from runstate.web.status_view import duration_text
 from runstate.web.templating import environment
 
 BAR_DAYS = 90
@@ -69,11 +70,11 @@ class DayCell:
             return f"{self.date}: {reason}"
         parts = [f"{self.date}: {format_percent(f.uptime_percent)} up"]
         if f.downtime_seconds:
-            parts.append(f"{format_duration(f.downtime_seconds)} down")
+            parts.append(f"{duration_text(f.downtime_seconds)} down")
         if f.incidents:
             parts.append(f"{f.incidents} incident{'s' if f.incidents != 1 else ''}")
         if f.no_data_seconds:
-            parts.append(f"{format_duration(f.no_data_seconds)} without data")
+            parts.append(f"{duration_text(f.no_data_seconds)} without data")
         return ", ".join(parts)
 
 
@@ -198,21 +199,6 @@ def format_percent(value: float | None) -> str:
     return f"{value:.2f} %"
 
 
-def format_duration(seconds: float) -> str:
-    """ "45 s", "12 min", "3 h 5 min", "2 d 4 h": the two largest units that matter."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
 def format_moment(moment: datetime | None) -> str:
     """A time as the pages show it: UTC, to the second."""
     if moment is None:
@@ -228,7 +214,7 @@ def install_filters() -> None:
     """The filters the monitor, channel and status-page templates use."""
     for name, function in (
         ("percent", format_percent),
-        ("duration", format_duration),
+        ("duration", duration_text),
         ("moment", format_moment),
         ("ms", format_ms),
     ):
