@@ -329,6 +329,8 @@ async def send_rendered(
     headers = [(b"cache-control", rendered.cache_control)]
     if rendered.gzipped is not None:
         headers.append((b"vary", b"Accept-Encoding"))
+    if len(rendered.parts) > 1:  # links made of the request's Host: a shared cache keys on it
+        headers.append((b"vary", b"Host"))
     if etag is not None:
         headers.append((b"etag", etag))
     headers.extend(extra or ())

@@ -55,6 +55,7 @@ def test_the_atom_feed_has_incidents_and_outages(
     answer = public.get(f"/status/{page['slug']}/feed.atom")
 
     assert answer.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert answer.headers["vary"] == "Host"  # its links are made of the request's Host
     feed = ET.fromstring(answer.content)  # noqa: S314
     assert feed.tag == f"{ATOM}feed"
     assert feed.findtext(f"{ATOM}title") == "Acme status"
