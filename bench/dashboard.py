@@ -44,6 +44,7 @@ import aiohttp
 import asyncpg
 
 from bench import history
+from bench.measure import nearest_rank
 from bench.procs import BenchError, busy_cpu_seconds
 from runstate.auth.passwords import HASHER
 
@@ -245,19 +246,12 @@ async def run_dashboard(options: Options) -> DashboardRun:
 # --- the report ------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
 def _figures(values: list[float]) -> str:
     if not values:
         return "n/a | n/a | n/a"
     return (
-        f"{statistics.median(values):.2f} | {_percentile(values, 0.95):.2f}"
-        f" | {_percentile(values, 0.99):.2f}"
+        f"{statistics.median(values):.2f} | {nearest_rank(values, 0.95):.2f}"
+        f" | {nearest_rank(values, 0.99):.2f}"
     )
 
 
@@ -265,7 +259,7 @@ def _verdict(timing: Timing) -> str:
     target = TARGETS_MS.get(timing.name)
     if target is None or not timing.server_ms:
         return ""
-    p95 = _percentile(timing.server_ms, 0.95)
+    p95 = nearest_rank(timing.server_ms, 0.95)
     return f"< {target:.0f} ms: {'met' if p95 < target else 'MISSED'}"
 
 

@@ -35,6 +35,15 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def nearest_rank(values: Sequence[float], fraction: float) -> float:
+    """The value at ``fraction`` (0..1) of the ordered values, by nearest rank (a value that
+    was measured, never one interpolated between two); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
 def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
     return {
         "n": len(values),

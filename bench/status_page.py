@@ -45,6 +45,7 @@ import aiohttp
 import asyncpg
 
 from bench import history
+from bench.measure import nearest_rank
 from bench.procs import BenchError
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -327,13 +328,6 @@ async def run_bench(options: Options) -> Run:
 # --- the report ----------------------------------------------------------------------------
 
 
-def _p(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -343,11 +337,9 @@ def _target(name: str, measured: str, ok: bool) -> str:
 
 
 def _timing_row(label: str, values: list[float]) -> str:
+    p50, p95 = nearest_rank(values, 0.5), nearest_rank(values, 0.95)
     worst = max(values, default=math.nan)
-    return (
-        f"| {label} | {_p(values, 0.5):.1f} | {_p(values, 0.95):.1f} | {worst:.1f}"
-        f" | {len(values)} |"
-    )
+    return f"| {label} | {p50:.1f} | {p95:.1f} | {worst:.1f} | {len(values)} |"
 
 
 def _wrk_row(w: WrkRun, baseline: WrkRun | None) -> str:
@@ -363,7 +355,7 @@ def render(run: Run) -> str:
     o = run.options
     baseline = next((w for w in run.wrk if w.name.startswith("baseline")), None)
     hits = run.wrk[0].requests_per_second if run.wrk else math.nan
-    miss_p95 = _p(run.miss_server_ms, 0.95)
+    miss_p95 = nearest_rank(run.miss_server_ms, 0.95)
     lines = [
         f"# Status page benchmark, {run.started:%Y-%m-%d %H:%M} UTC",
         "",
